@@ -1,0 +1,24 @@
+# The two commands of the README. Both create .venv when it is missing.
+# torch is installed first and pinned by constraints.txt: letting pip pick torch drags in CUDA wheels.
+PY := .venv/bin/python
+STAMP := .venv/.compkit-installed
+
+.PHONY: build test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+build: $(STAMP)
+	$(PY) -m export.build --target android
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf artifacts build .pytest_cache
