@@ -1,0 +1,289 @@
+"""EvoComp: a small text-conditioned encoder that scores visual tokens; the top-k reach the LLM.
+
+The paper (arXiv 2604.17087) publishes the idea, not the architecture: an encoder-only transformer
+reads the MLLM's visual tokens together with the question's text embeddings and scores each visual
+token. Depth, width, heads and the way text conditions the image are compkit's choices (docs/EVOCOMP.md).
+
+Written to export cleanly (ExecuTorch XNNPACK, CoreML, ONNX): attention is plain softmax(QK^T/sqrt(d))V
+with matmuls (SDPA decomposes into ops XNNPACK rejects), reshapes use -1, the text padding mask is a
+finite additive -1e4 (-inf turns into NaN in fp16/int8), and nothing branches on tensor values.
+Top-k selection stays outside the model (`select`), because delegates reject or fragment on sort/topk.
+"""
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+DEMO_PROVENANCE = "untrained demo weights"
+FRESH_PROVENANCE = "untrained (random init)"
+MASK_VALUE = -1e4  # finite, so fp16 and int8 graphs never see -inf
+
+
+@dataclass
+class EvoCompConfig:
+    # Sized for a phone MLLM: LLM hidden 896 (Qwen2-0.5B, as in small LLaVA-style models), 576 visual
+    # tokens on a 24x24 grid (a 336px CLIP/SigLIP tower with 14px patches), questions up to 64 tokens.
+    visual_dim: int = 896  # width of the visual tokens after the MLLM's projector
+    text_dim: int = 896  # width of the LLM's input embeddings of the question
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    ffn: int = 1024
+    max_visual_tokens: int = 576
+    max_text_tokens: int = 64
+    grid: tuple = (24, 24)  # rows, cols of the visual tokens (raster order); used by spatial baselines
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        self.grid = tuple(int(g) for g in self.grid)
+        for f in ("visual_dim", "text_dim", "hidden", "layers", "heads", "ffn", "max_visual_tokens", "max_text_tokens"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"EvoCompConfig.{f} must be a positive integer, got {v!r}")
+        if self.hidden % self.heads:
+            raise ValueError(f"EvoCompConfig.hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if len(self.grid) != 2 or self.grid[0] * self.grid[1] != self.max_visual_tokens:
+            raise ValueError(f"EvoCompConfig.grid {self.grid} must be (rows, cols) with rows*cols == max_visual_tokens ({self.max_visual_tokens})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"EvoCompConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer block with hand-written attention (see module docstring)."""
+
+    def __init__(self, cfg: EvoCompConfig):
+        super().__init__()
+        self.heads, self.head_dim = cfg.heads, cfg.hidden // cfg.heads
+        self.norm1 = nn.LayerNorm(cfg.hidden)
+        self.q = nn.Linear(cfg.hidden, cfg.hidden)
+        self.k = nn.Linear(cfg.hidden, cfg.hidden)
+        self.v = nn.Linear(cfg.hidden, cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm2 = nn.LayerNorm(cfg.hidden)
+        self.fc1 = nn.Linear(cfg.hidden, cfg.ffn)
+        self.fc2 = nn.Linear(cfg.ffn, cfg.hidden)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def attention(self, x, key_bias):
+        b = x.shape[0]
+        q = self.q(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        if key_bias is not None:
+            scores = scores + key_bias
+        probs = self.drop(torch.softmax(scores, dim=-1))
+        y = torch.matmul(probs, v).transpose(1, 2).reshape(b, -1, self.heads * self.head_dim)
+        return self.out(y)
+
+    def forward(self, x, key_bias=None):
+        x = x + self.drop(self.attention(self.norm1(x), key_bias))
+        return x + self.drop(self.fc2(self.act(self.fc1(self.norm2(x)))))
+
+
+class EvoCompressor(nn.Module):
+    """Scores visual tokens given the question: forward -> one keep logit per visual token [B, N]."""
+
+    INPUT_NAMES = ["visual_tokens", "text_embeds", "text_mask"]
+    OUTPUT_NAMES = ["keep_logits"]
+
+    def __init__(self, config: EvoCompConfig = None, provenance: str = FRESH_PROVENANCE):
+        super().__init__()
+        self.config = cfg = config or EvoCompConfig()
+        self.provenance = provenance
+        with torch.random.fork_rng(devices=[]):  # nn defaults draw from the global RNG; leave it untouched
+            self._build(cfg)
+        self.init_weights(torch.Generator().manual_seed(0))
+
+    def _build(self, cfg):
+        self.visual_proj = nn.Linear(cfg.visual_dim, cfg.hidden)
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.hidden)
+        # Separate tensors rather than an Embedding: an added constant is delegated, a gather is not.
+        self.visual_type = nn.Parameter(torch.zeros(cfg.hidden))
+        self.text_type = nn.Parameter(torch.zeros(cfg.hidden))
+        self.visual_pos = nn.Parameter(torch.zeros(cfg.max_visual_tokens, cfg.hidden))
+        self.text_pos = nn.Parameter(torch.zeros(cfg.max_text_tokens, cfg.hidden))
+        self.blocks = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, 1)
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator):
+        """nanoGPT-style init (normal 0.02, zero bias, unit norms), drawn from `generator` only."""
+        for name, p in self.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=generator)
+
+    def forward(self, visual_tokens, text_embeds, text_mask=None):
+        cfg = self.config
+        b, n, dv = visual_tokens.shape
+        t, dt = text_embeds.shape[1], text_embeds.shape[2]
+        if dv != cfg.visual_dim or dt != cfg.text_dim:
+            raise ValueError(f"expected visual width {cfg.visual_dim} and text width {cfg.text_dim}, got {dv} and {dt}")
+        if n > cfg.max_visual_tokens or t > cfg.max_text_tokens:
+            raise ValueError(f"{n} visual / {t} text tokens exceed the config's maxima ({cfg.max_visual_tokens} / {cfg.max_text_tokens})")
+        v = self.visual_proj(visual_tokens) + self.visual_type + self.visual_pos[:n]
+        x_t = self.text_proj(text_embeds) + self.text_type + self.text_pos[:t]
+        x = torch.cat([v, x_t], dim=1)
+        key_bias = None
+        if text_mask is not None:
+            # Padded text keys get a large finite negative bias; visual keys get 0 by left-padding
+            # (a pad is delegated to XNNPACK, a zeros_like of a slice is not).
+            text_bias = (1.0 - text_mask.to(x.dtype)) * MASK_VALUE
+            key_bias = F.pad(text_bias, (n, 0)).reshape(b, 1, 1, -1)
+        for block in self.blocks:
+            x = block(x, key_bias)
+        return self.head(self.norm(x[:, :n])).reshape(b, -1)
+
+    def input_spec(self, batch=1, visual_tokens=None, text_tokens=None):
+        """{input name: (shape, dtype)} for building example inputs; defaults to the config's maxima."""
+        cfg = self.config
+        n, t = visual_tokens or cfg.max_visual_tokens, text_tokens or cfg.max_text_tokens
+        return {
+            "visual_tokens": ((batch, n, cfg.visual_dim), torch.float32),
+            "text_embeds": ((batch, t, cfg.text_dim), torch.float32),
+            "text_mask": ((batch, t), torch.float32),
+        }
+
+    def example_inputs(self, batch=1, visual_tokens=None, text_tokens=None, seed=0):
+        """Seeded random inputs in INPUT_NAMES order (text mask all ones)."""
+        g = torch.Generator().manual_seed(seed)
+        spec = self.input_spec(batch, visual_tokens, text_tokens)
+        v, e = (torch.randn(*spec[k][0], generator=g) for k in ("visual_tokens", "text_embeds"))
+        return v, e, torch.ones(spec["text_mask"][0])
+
+    @torch.no_grad()
+    def compress(self, visual_tokens, text_embeds, ratio=3.0, text_mask=None, k=None):
+        """Keep the top-scoring visual tokens: (kept tokens [B, k, Dv], kept indices [B, k]).
+
+        Pass `ratio` (kept = round(N / ratio)) or `k`. Unbatched [N, Dv] / [T, Dt] inputs give unbatched outputs.
+        """
+        single = visual_tokens.dim() == 2
+        if single:
+            visual_tokens, text_embeds = visual_tokens[None], text_embeds[None]
+            text_mask = None if text_mask is None else text_mask[None]
+        if visual_tokens.dim() != 3 or text_embeds.dim() != 3:
+            raise ValueError(f"expected visual_tokens [B, N, Dv] and text_embeds [B, T, Dt], got {tuple(visual_tokens.shape)} and {tuple(text_embeds.shape)}")
+        idx = select(self(visual_tokens, text_embeds, text_mask), k=k, ratio=None if k is not None else ratio)
+        kept = torch.gather(visual_tokens, 1, idx[..., None].expand(-1, -1, visual_tokens.shape[-1]))
+        return (kept[0], idx[0]) if single else (kept, idx)
+
+    def save(self, directory):
+        """Write model.safetensors + config.json. A new directory appears whole (temp dir, then rename);
+        into an existing directory each file is replaced atomically and other files are left alone."""
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"cannot save EvoComp checkpoint: {directory} exists and is not a directory")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            meta = {"provenance": self.provenance}
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, tmp / "model.safetensors", metadata=meta)
+            cfg = {"model_type": "evocomp", **asdict(self.config), **meta}
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            if not directory.exists():
+                os.replace(tmp, directory)
+            else:
+                for name in ("model.safetensors", "config.json"):
+                    os.replace(tmp / name, directory / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory):
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"EvoComp checkpoint directory not found: {directory} (create one with EvoCompressor.save, or use default_evo())")
+        for name in ("config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"EvoComp checkpoint {directory} has no {name}: save it with EvoCompressor.save(dir)")
+        try:
+            raw = json.loads((directory / "config.json").read_text())
+            if not isinstance(raw, dict) or raw.get("model_type") != "evocomp":
+                raise ValueError("model_type is not 'evocomp'")
+            provenance = raw.get("provenance", "unknown")
+            known = {f.name for f in fields(EvoCompConfig)}
+            unknown = sorted(set(raw) - known - {"model_type", "provenance"})
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}")
+            config = EvoCompConfig(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"bad EvoComp config {directory / 'config.json'}: {str(e).splitlines()[0]}") from None
+        model = cls(config, provenance=provenance)
+        try:
+            state = load_file(directory / "model.safetensors")
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"unreadable weights {directory / 'model.safetensors'}: {str(e).splitlines()[0]}") from None
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong:
+            raise ValueError(f"weights in {directory} do not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def default_evo(seed=0):
+    """The embedded default: seeded init of the default config, labelled as untrained demo weights."""
+    model = EvoCompressor(EvoCompConfig(), provenance=DEMO_PROVENANCE)
+    model.init_weights(torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+def keep_count(n, k=None, ratio=None):
+    """How many of n tokens to keep: k itself, or round(n / ratio) (halves round up), at least 1."""
+    if (k is None) == (ratio is None):
+        raise ValueError("pass exactly one of k (tokens to keep) or ratio (compression factor >= 1)")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be an integer in [1, {n}] (the number of tokens), got {k!r}")
+        return int(k)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.number)) or not math.isfinite(ratio) or ratio < 1:
+        raise ValueError(f"ratio must be a finite number >= 1 (3.0 keeps a third), got {ratio!r}")
+    return max(1, min(n, math.floor(n / ratio + 0.5)))
+
+
+def as_torch(x):
+    """(tensor, was_numpy): selectors accept numpy or torch and hand back the same kind."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x), True
+    if isinstance(x, torch.Tensor):
+        return x, False
+    raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def as_input_kind(t, was_numpy):
+    return t.numpy() if was_numpy else t
+
+
+def select(scores, k=None, ratio=None):
+    """Indices of the k highest scores in ORIGINAL order, for scores [N] or [B, N] (torch or numpy).
+
+    Ties are deterministic: among equal scores the lower index is kept (a stable descending sort).
+    """
+    s, was_numpy = as_torch(scores)
+    if s.dim() not in (1, 2) or s.shape[-1] == 0:
+        raise ValueError(f"scores must be [N] or [B, N] with N >= 1, got shape {tuple(s.shape)}")
+    s = s.detach()
+    if s.is_floating_point() and torch.isnan(s).any():
+        raise ValueError("scores contain NaN: check the model's inputs")
+    kk = keep_count(s.shape[-1], k, ratio)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :kk]
+    return as_input_kind(torch.sort(order, dim=-1).values, was_numpy)
