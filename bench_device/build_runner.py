@@ -1,0 +1,168 @@
+"""Build the native benchmark runner (bench_device/runner) against the installed executorch wheel.
+
+    python -m bench_device.build_runner [--build-dir DIR] [--force]
+
+prints the path of the compkit_runner binary. Other code calls ensure_runner(), which rebuilds only
+when the runner's sources, the executorch install or the CMake version changed (a stamp file holds
+a hash of all three). Builds are serialised with a file lock, so parallel callers share one build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+RUNNER_SOURCE_DIR = Path(__file__).resolve().parent / "runner"
+DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "runner"
+BINARY_NAME = "compkit_runner"
+STAMP_NAME = "compkit-build.stamp"
+LOG_NAME = "build.log"
+
+
+class BuildError(RuntimeError):
+    """The runner could not be configured or compiled; the message names the log file."""
+
+
+def executorch_prefix() -> Path:
+    """The installed executorch package: its lib/cmake/executorch holds the CMake config."""
+    try:
+        import executorch
+    except ImportError as e:
+        raise BuildError("executorch is not installed: pip install -c constraints.txt executorch==1.5.1") from e
+    return Path(executorch.__path__[0])  # namespace package: no __file__
+
+
+def _tool(module_name: str, attr: str, exe: str) -> str | None:
+    """Prefer the pip-installed cmake/ninja (pinned in pyproject) over whatever is on PATH."""
+    try:
+        module = __import__(module_name)
+        candidate = Path(getattr(module, attr)) / exe
+        if candidate.is_file():
+            return str(candidate)
+    except ImportError:
+        pass
+    return shutil.which(exe)
+
+
+def _source_files(source_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in source_dir.rglob("*")
+        if p.is_file() and "build" not in p.relative_to(source_dir).parts
+        and (p.name == "CMakeLists.txt" or p.suffix in {".cpp", ".cc", ".h", ".hpp", ".cmake"})
+    )
+
+
+def _build_key(source_dir: Path, prefix: Path, cmake: str) -> str:
+    h = hashlib.sha256()
+    for path in _source_files(source_dir):
+        h.update(str(path.relative_to(source_dir)).encode())
+        h.update(path.read_bytes())
+    h.update(str(prefix).encode())
+    for lib in sorted((prefix / "lib").glob("*.so")):  # a reinstalled wheel changes these
+        st = lib.stat()
+        h.update(f"{lib.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(cmake.encode())
+    return h.hexdigest()
+
+
+@contextmanager
+def _locked(build_dir: Path):
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_COMPILER_ERROR = re.compile(r"(^|[\s:])(fatal )?error:", re.IGNORECASE)
+
+
+def _first_error(lines: list[str]) -> str:
+    """The first error line of a step's output; CMake puts its message on the lines after 'CMake Error'."""
+    for i, line in enumerate(lines):
+        if line.startswith("CMake Error"):
+            detail = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
+            return f"{line.strip()} {detail}".strip()
+        if _COMPILER_ERROR.search(line):
+            return line.strip()
+    return ""
+
+
+def _run_logged(cmd: list[str], log_path: Path, step: str) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        start = log.tell()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_path, errors="replace") as log:
+            log.seek(start)
+            reason = _first_error(log.read().splitlines())
+        raise BuildError(
+            f"{step} failed (exit {proc.returncode})" + (f": {reason}" if reason else "") + f"; full log: {log_path}"
+        )
+
+
+def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
+                  source_dir: str | Path | None = None) -> Path:
+    """Return the path of a runner binary built from the current sources, building it if needed."""
+    build_dir = Path(build_dir or DEFAULT_BUILD_DIR).resolve()
+    source_dir = Path(source_dir or RUNNER_SOURCE_DIR).resolve()
+    if not (source_dir / "CMakeLists.txt").is_file():
+        raise BuildError(f"no CMakeLists.txt in {source_dir}: pass the runner's source directory")
+    cmake = _tool("cmake", "CMAKE_BIN_DIR", "cmake")
+    if cmake is None:
+        raise BuildError("cmake not found: pip install -c constraints.txt cmake==3.31.10")
+    prefix = executorch_prefix()
+    binary = build_dir / BINARY_NAME
+    stamp = build_dir / STAMP_NAME
+
+    with _locked(build_dir):
+        key = _build_key(source_dir, prefix, cmake)
+        if not force and binary.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
+            return binary
+        stamp.unlink(missing_ok=True)  # a failed build must not look current
+        log_path = build_dir / LOG_NAME
+        log_path.write_text("")
+        configure = [cmake, "-S", str(source_dir), "-B", str(build_dir),
+                     f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release"]
+        ninja = _tool("ninja", "BIN_DIR", "ninja")
+        cache = build_dir / "CMakeCache.txt"
+        if ninja and not cache.exists():  # the generator can only be chosen on a fresh tree
+            configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+        _run_logged(configure, log_path, "cmake configure")
+        build = [cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)]
+        _run_logged(build + (["--clean-first"] if force else []), log_path, "compiling the runner")
+        if not binary.is_file():
+            raise BuildError(f"the build finished but {binary} is missing; full log: {log_path}")
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(key + "\n")
+        os.replace(tmp, stamp)
+    return binary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench_device.build_runner", description=__doc__.splitlines()[0])
+    parser.add_argument("--build-dir", default=None, help=f"build directory (default: {DEFAULT_BUILD_DIR})")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cached binary is current")
+    args = parser.parse_args(argv)
+    try:
+        print(ensure_runner(args.build_dir, force=args.force))
+    except BuildError as e:
+        print(f"build_runner: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
