@@ -18,6 +18,7 @@ build: $(STAMP)
 	$(PY) -m export.build --target android
 
 test: $(STAMP)
+	command -v adb >/dev/null || (apt-get update -qq && apt-get install -y -qq adb)
 	$(PY) -m pytest -q -ra
 
 clean:
