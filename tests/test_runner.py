@@ -190,6 +190,8 @@ def test_bad_inputs_fail_with_one_line(runner, models, tmp_path):
     _one_line_error(run(runner, "--model", mlp, "--input", f"3={tmp_path / 'short.bin'}", check=False), "has 1 inputs")
     _one_line_error(run(runner, "--model", mlp, "--iters", 0, check=False), "--iters")
     _one_line_error(run(runner, "--model", mlp, "--bogus", 1, check=False), "unknown flag")
+    _one_line_error(run(runner, "--model", "--iters", 3, check=False), "--model needs a value")
+    _one_line_error(run(runner, "--model", mlp, "--shape", "0=9x16", check=False), "maximum capacity")  # dim max is 8
     # ExecuTorch's own reason reaches the message: ids beyond the embedding table.
     _one_line_error(run(runner, "--model", models["tok"][0], "--vocab", 1000, check=False), "--vocab", "weight.size(0) 100")
     # A kernel that aborts (embedding_byte takes int64 ids only) still gives one line.

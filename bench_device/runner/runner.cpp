@@ -85,11 +85,12 @@ static Options parse_args(int argc, char** argv) {
       o.verbose = true;
       continue;
     }
+    if (flag.rfind("--", 0) != 0) throw Failure("unexpected argument '" + flag + "' (flags start with --; see --help)", 2);
     auto eq = flag.find('=');
-    if (flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+    if (eq != std::string::npos) {
       value = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
-    } else if (i + 1 < argc) {
+    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
       value = argv[++i];
     } else {
       throw Failure(flag + " needs a value (see --help)", 2);
