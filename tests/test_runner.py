@@ -183,6 +183,8 @@ def _one_line_error(proc, *words):
 def test_bad_inputs_fail_with_one_line(runner, models, tmp_path):
     mlp = models["mlp"][0]
     _one_line_error(run(runner, "--model", tmp_path / "missing.pte", check=False), "not found", "missing.pte")
+    (tmp_path / "cut.pte").write_bytes(mlp.read_bytes()[:1000])
+    _one_line_error(run(runner, "--model", tmp_path / "cut.pte", check=False), "InvalidProgram", "too small")
     (tmp_path / "short.bin").write_bytes(b"\0" * 12)
     _one_line_error(run(runner, "--model", mlp, "--input", f"0={tmp_path / 'short.bin'}", check=False),
                     "12 bytes", "expects 512")
