@@ -1,0 +1,61 @@
+"""int8 recipes for ONNX Runtime (desktop and ONNX Runtime Mobile): onnxruntime.quantization.
+
+- int8dyn: quantize_dynamic, int8 weights per channel, activations quantized per call (no calibration).
+- int8static: quantize_static (QDQ format) with a calibration reader over real inputs.
+Both run onnxruntime's quant_pre_process first with skip_symbolic_shape=True: its symbolic shape inference
+fails on dynamo-exported BERT, and it leaves temp files in the working directory, so it runs inside a temp
+directory (toolchain.md pitfall 7).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+
+QUANTS = ("int8dyn", "int8static")
+
+
+@contextlib.contextmanager
+def _in_dir(path: str):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of {input name: np.ndarray}."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def quantize(model_in: str, model_out: str, quant: str, calibration=None, input_names=None) -> None:
+    """Write the int8 version of the ONNX file model_in to model_out (both absolute paths)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if quant not in QUANTS:
+        raise ValueError(f"ONNX quant must be one of {QUANTS}, not {quant!r}")
+    if quant == "int8static" and not calibration:
+        raise ValueError("int8static needs calibration inputs (quant/calibration.py)")
+    model_in, model_out = os.path.abspath(model_in), os.path.abspath(model_out)
+    with tempfile.TemporaryDirectory(prefix="onnxq-") as tmp, _in_dir(tmp):
+        pre = os.path.join(tmp, "pre.onnx")
+        quant_pre_process(model_in, pre, skip_symbolic_shape=True)
+        if quant == "int8dyn":
+            quantize_dynamic(pre, model_out, weight_type=QuantType.QInt8, per_channel=True)
+            return
+        feeds = [{name: np.asarray(t) for name, t in zip(input_names, inputs)} for inputs in calibration]
+        reader = _Reader(feeds)
+        CalibrationDataReader.register(_Reader)
+        quantize_static(pre, model_out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
