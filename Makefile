@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 build: $(STAMP)
+	$(PY) -m compressors.demo
 	$(PY) -m export.build --target android
 
 test: $(STAMP)
