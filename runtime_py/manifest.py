@@ -1,0 +1,75 @@
+"""Reading, verifying and atomically rewriting a build folder's manifest.json (docs/ARTIFACTS.md)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from export.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
+
+MANIFEST = "manifest.json"
+_REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", "sha256")
+
+
+class ManifestError(ValueError):
+    """A build folder or manifest that cannot be used; one line saying what is wrong and what to do."""
+
+
+def read_manifest(build_dir) -> dict:
+    build_dir = os.fspath(build_dir)
+    path = os.path.join(build_dir, MANIFEST)
+    if not os.path.isdir(build_dir):
+        raise ManifestError(f"build folder not found: {build_dir}; pass a folder written by `python -m export.build`")
+    if not os.path.isfile(path):
+        raise ManifestError(f"no {MANIFEST} in {build_dir}: not a compkit build folder (run `python -m export.build`)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"unreadable {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
+        raise ManifestError(f"{path} has no 'artifacts' list: not a compkit manifest (docs/ARTIFACTS.md)")
+    if manifest.get("schema") != 1:
+        raise ManifestError(f"{path} has schema {manifest.get('schema')!r}; this runtime reads schema 1")
+    for i, a in enumerate(manifest["artifacts"]):
+        missing = [k for k in _REQUIRED if not isinstance(a, dict) or k not in a]
+        if missing:
+            raise ManifestError(f"{path}: artifact #{i} ({a.get('file') if isinstance(a, dict) else a!r}) lacks {missing}")
+        if a["model"] not in manifest.get("models", {}):
+            raise ManifestError(f"{path}: artifact {a['file']} is of model {a['model']!r}, which 'models' does not describe")
+    return manifest
+
+
+def verify_sha256(build_dir, manifest: dict) -> list[str]:
+    """One line per artifact file that is missing or whose sha256 differs from the manifest; [] if all match.
+    Artifacts that export disabled without writing a file are not expected on disk."""
+    problems = []
+    for a in manifest["artifacts"]:
+        path = os.path.join(os.fspath(build_dir), a["file"])
+        if not os.path.exists(path):
+            if a.get("enabled", True):
+                problems.append(f"{a['file']}: missing from {build_dir} (the manifest lists it); rebuild with `python -m export.build`")
+            continue
+        actual = artifact_sha256(path)
+        if actual != a["sha256"]:
+            problems.append(f"{a['file']}: sha256 {actual[:16]}... does not match the manifest's {str(a['sha256'])[:16]}...: "
+                            "the file was changed or corrupted after the build; rebuild it or restore the original")
+    return problems
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON to a temp file beside path, then rename: readers see the old file or the new, never half."""
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path, text: str) -> None:
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
