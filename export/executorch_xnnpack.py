@@ -7,7 +7,7 @@ from quant import xnnpack_pt2e
 
 from .delegation import delegation_summary
 from .files import write_bytes
-from .xnnpack_rewrites import DelegableLayerNorm, delegable_layer_norms
+from .xnnpack_rewrites import DelegableLayerNorm, DelegableSums, delegable_layer_norms
 
 BACKEND = "xnnpack"
 QUANTS = ("fp32",) + xnnpack_pt2e.QUANTS
@@ -34,10 +34,11 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
     module = delegable_layer_norms(module.eval())
     if quant != "fp32":
         step("quantize")
-        module = xnnpack_pt2e.quantize(module, example_inputs, quant, calibration,
-                                       float_module_types=(DelegableLayerNorm,))
+        with DelegableSums():
+            module = xnnpack_pt2e.quantize(module, example_inputs, quant, calibration,
+                                           float_module_types=(DelegableLayerNorm,))
     step("export")
-    with torch.no_grad():
+    with torch.no_grad(), DelegableSums():
         exported = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
     step("lower")
     edge = lower(exported)

@@ -37,7 +37,7 @@ def corpus_texts(path: str = PROMPTS) -> list[str]:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
 
-def moos_calibration(compressor, seq_len: int, count: int = 16, path: str = PROMPTS) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def moos_calibration(compressor, seq_len: int, count: int = 8, path: str = PROMPTS) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`count` (input_ids int32 [1, L], attention_mask int32 [1, L]) windows of real text for bucket L."""
     tok = compressor.tokenizer
     cls_id, sep_id, pad_id = (compressor.special_ids[k] for k in ("cls", "sep", "pad"))

@@ -56,13 +56,40 @@ def _float_scalars_only_quantizer():
     return FloatScalarXNNPACKQuantizer()
 
 
-def pt2e_quantizer(quant: str, quantize_embeddings: bool = True, float_module_types=()):
+MASK_INPUTS = ("attention_mask", "text_mask")
+
+
+def mask_free_filter(graph_module: torch.fx.GraphModule, mask_inputs=MASK_INPUTS):
+    """A quantizer filter that keeps mask arithmetic in float.
+
+    An additive mask holds 0 and -1e4: int8 with one per-tensor scale (~40) for that range wipes out the
+    attention scores it is added to, and XNNPACK rejects a quantized pad of it (xnn_status_invalid_parameter
+    at load). Nodes computed only from the mask inputs (and constants), and the nodes that consume them
+    (the score + mask add), are left unannotated; they still run, in float, inside XNNPACK.
+    """
+    derived = set()
+    for n in graph_module.graph.nodes:
+        if n.op == "placeholder":
+            if n.name in mask_inputs:
+                derived.add(n)
+            continue
+        inputs = list(n.all_input_nodes)
+        if n.op == "call_function" and inputs and all(i in derived or i.op == "get_attr" for i in inputs) \
+                and any(i in derived for i in inputs):
+            derived.add(n)
+    touching = {n for n in graph_module.graph.nodes if n in derived or any(i in derived for i in n.all_input_nodes)}
+    return lambda n: n not in touching
+
+
+def pt2e_quantizer(quant: str, quantize_embeddings: bool = True, float_module_types=(), filter_fn=None):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
     from torchao.quantization.pt2e.quantizer.embedding_quantizer import EmbeddingQuantizer
 
     q = _float_scalars_only_quantizer()
     q.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=quant == "int8dyn"))
+    if filter_fn is not None:
+        q.set_filter_function(filter_fn)
     for module_type in float_module_types:  # e.g. normalisation statistics, which int8 would ruin
         q.set_module_type(module_type, None)
     return ComposableQuantizer([EmbeddingQuantizer(), q]) if quantize_embeddings else q
@@ -78,7 +105,7 @@ def quantize_pt2e(module: torch.nn.Module, example_inputs: tuple, quant: str, ca
     if quant == "int8static" and not calibration:
         raise ValueError("int8static needs calibration inputs (quant/calibration.py)")
     graph = torch.export.export(module, example_inputs).module()
-    prepared = prepare_pt2e(graph, pt2e_quantizer(quant, quantize_embeddings, float_module_types))
+    prepared = prepare_pt2e(graph, pt2e_quantizer(quant, quantize_embeddings, float_module_types, mask_free_filter(graph)))
     with torch.no_grad():
         for inputs in calibration or [example_inputs]:  # dynamic: one pass just settles the observers
             prepared(*inputs)

@@ -1,0 +1,349 @@
+"""python -m export.build --target {android,ios,desktop,all}: export, quantize and parity-check both compressors.
+
+Writes one build folder (docs/ARTIFACTS.md): every artifact (atomically), the MOOSComp tokenizer, manifest.json;
+then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports runtime_py) and
+exits with its code. Without checkpoints the embedded defaults are used ("untrained demo weights").
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export
+from .files import atomic_path, sha256_path, size_bytes, write_bytes
+from .targets import MODELS, TARGETS, artifact_name, plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = {m.BACKEND: m for m in (executorch_xnnpack, executorch_coreml, onnx_export, coreml_export)}
+MIN_BUCKET = 16
+STEPS = ("quantize", "export", "lower", "save")
+TOOLS = ("torch", "executorch", "onnxruntime", "onnx", "coremltools", "transformers")
+
+
+class BadInput(Exception):
+    """Bad command-line input: printed as one line, exit 2, nothing written."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise BadInput(f"{message} (see `python -m export.build --help`)")
+
+
+def parse_args(argv):
+    ap = ArgParser(prog="python -m export.build", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="android", help=f"one of {sorted(TARGETS)} (default android)")
+    ap.add_argument("--model", default="all", help="moos, evo or all (default all)")
+    ap.add_argument("--moos-checkpoint", metavar="DIR", help="Hugging Face token-classification checkpoint "
+                    "(default: MiniLM-L6 with an untrained head)")
+    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: untrained demo weights)")
+    ap.add_argument("--quant", metavar="A,B", help="only these quant recipes, e.g. fp32,int8dyn")
+    ap.add_argument("--seq-lens", default="128,256,512", metavar="L,L", help="MOOSComp sequence-length buckets (>= 16)")
+    ap.add_argument("--visual-tokens", type=int, default=576, metavar="N", help="EvoComp visual tokens per image")
+    ap.add_argument("--out", metavar="DIR", help="build folder (default artifacts/YYYYMMDD-HHMMSS-TARGET); must not "
+                    "exist or be empty")
+    ap.add_argument("--allow-disabled", action="store_true", help="exit 0 even when artifacts fail parity")
+    ap.add_argument("--skip-parity", action="store_true", help=argparse.SUPPRESS)  # tests of export alone
+    args = ap.parse_args(argv)
+
+    if args.target not in TARGETS:
+        raise BadInput(f"unknown target {args.target!r}: choose one of {', '.join(sorted(TARGETS))}")
+    if args.model not in MODELS + ("all",):
+        raise BadInput(f"unknown model {args.model!r}: choose moos, evo or all")
+    args.models = MODELS if args.model == "all" else (args.model,)
+    try:
+        args.seq_lens = sorted({int(s) for s in args.seq_lens.split(",") if s.strip()})
+    except ValueError:
+        raise BadInput(f"--seq-lens must be comma-separated integers, not {args.seq_lens!r}") from None
+    if not args.seq_lens:
+        raise BadInput("--seq-lens is empty: give at least one bucket, e.g. 128,256,512")
+    if args.seq_lens[0] < MIN_BUCKET:
+        raise BadInput(f"bucket {args.seq_lens[0]} is smaller than {MIN_BUCKET}: [CLS] + [SEP] leave too few pieces; "
+                       f"use --seq-lens of at least {MIN_BUCKET}")
+    known = {r.quant for r in TARGETS[args.target]}
+    args.quants = [q.strip() for q in args.quant.split(",") if q.strip()] if args.quant else None
+    for q in args.quants or []:
+        if q not in known:
+            raise BadInput(f"--quant {q!r} is not built for target {args.target}: choose from {', '.join(sorted(known))}")
+    for flag in ("moos_checkpoint", "evo_checkpoint"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.isdir(path):
+            raise BadInput(f"--{flag.replace('_', '-')} {path}: directory not found")
+    if args.visual_tokens < 1:
+        raise BadInput(f"--visual-tokens must be >= 1, not {args.visual_tokens}")
+    if args.out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.out = os.path.join(ROOT, "artifacts", f"{stamp}-{args.target}")
+    args.out = os.path.abspath(args.out)
+    if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
+        raise BadInput(f"--out {args.out} exists and is not an empty folder: choose a new folder")
+    return args
+
+
+def make_out_dir(path: str) -> list[str]:
+    """Create the build folder (and missing parents); return the folders created, to remove on failure."""
+    created, p = [], path
+    while not os.path.exists(p):
+        created.append(p)
+        p = os.path.dirname(p)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        remove_dirs(created)
+        raise BadInput(f"--out {path} is not writable ({e.strerror or e}): choose a folder you can write to") from None
+    return created
+
+
+def remove_dirs(created: list[str]) -> None:
+    for d in created:  # deepest first
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ models
+@dataclasses.dataclass
+class ModelJob:
+    """One compressor ready to export: its module, I/O names and how to make example / calibration inputs."""
+
+    name: str
+    module: object
+    input_names: list
+    output_names: list
+    info: dict  # the manifest's models[name]
+    example: callable  # bucket -> example inputs tuple
+    calibration: callable  # bucket -> list of input tuples
+    tokenizer: object = None
+
+
+def load_moos(path, seq_lens) -> ModelJob:
+    from compressors import moos_scorer
+    from compressors.moos import CheckpointError, MOOSCompressor
+    from quant.calibration import moos_calibration
+
+    try:
+        comp = MOOSCompressor.from_pretrained(path) if path else MOOSCompressor.from_default()
+    except CheckpointError as e:
+        raise BadInput(f"--moos-checkpoint: {e}") from None
+    module = comp.torch_module
+    if hasattr(module, "for_export"):  # eager softmax(QK^T)V attention: SDPA decomposes into undelegated ops
+        module = module.for_export()
+    max_pos = getattr(module.model.config, "max_position_embeddings", 512)
+    if seq_lens[-1] > max_pos:
+        raise BadInput(f"bucket {seq_lens[-1]} exceeds the MOOSComp model's {max_pos} positions: use --seq-lens <= {max_pos}")
+    vocab = len(comp.tokenizer)
+    info = {"provenance": comp.provenance, "checkpoint_sha256": sha256_path(path) if path else None,
+            "tokenizer_dir": "moos_tokenizer", "family": comp.family,
+            "outlier": "representation" if module.with_outlier else None, "special_tokens": "llmlingua",
+            "buckets": list(seq_lens)}
+    return ModelJob("moos", module, list(moos_scorer.INPUT_NAMES), list(module.output_names), info,
+                    example=lambda b: moos_scorer.example_inputs(b, vocab_size=vocab),
+                    calibration=lambda b: moos_calibration(comp, b), tokenizer=comp.tokenizer)
+
+
+def load_evo(path, visual_tokens) -> ModelJob:
+    from compressors.evo import EvoCompressor, default_evo
+    from quant.calibration import evo_calibration, evo_token_set
+
+    try:
+        model = EvoCompressor.load(path) if path else default_evo()
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(f"--evo-checkpoint: {e}") from None
+    cfg = model.config
+    if visual_tokens > cfg.max_visual_tokens:
+        raise BadInput(f"--visual-tokens {visual_tokens} exceeds the EvoComp config's max_visual_tokens "
+                       f"({cfg.max_visual_tokens})")
+    provenance = f"checkpoint {os.path.abspath(path)}" if path else model.provenance
+    info = {"provenance": provenance, "checkpoint_sha256": sha256_path(path) if path else None,
+            "checkpoint_provenance": model.provenance if path else None,
+            "config": dataclasses.asdict(cfg), "visual_tokens": visual_tokens, "text_tokens": cfg.max_text_tokens}
+    grid = tuple(cfg.grid) if visual_tokens == cfg.max_visual_tokens else None
+    return ModelJob("evo", model.eval(), list(EvoCompressor.INPUT_NAMES), list(EvoCompressor.OUTPUT_NAMES), info,
+                    example=lambda b: evo_token_set(visual_tokens, cfg.visual_dim, cfg.max_text_tokens, cfg.text_dim, 0, grid),
+                    calibration=lambda b: evo_calibration(cfg, visual_tokens))
+
+
+# ------------------------------------------------------------------------------------------------ build
+def tool_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dtype_name(t) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
+    """Export one artifact; return its manifest entry (enabled false + reason when a step failed)."""
+    name = artifact_name(recipe.model, recipe.backend, recipe.quant, bucket)
+    example = tuple(job.example(bucket))
+    entry = {"file": name, "model": recipe.model, "backend": recipe.backend, "quant": recipe.quant, "bucket": bucket,
+             "input_spec": {n: [list(t.shape), dtype_name(t)] for n, t in zip(job.input_names, example)},
+             "output_names": job.output_names, "size_bytes": None, "sha256": None, "delegation": None,
+             "runtime_imports": [], "build_seconds": None, "parity": None, "latency_ms": None,
+             "enabled": True, "disabled_reason": None}
+    current = {"step": "export"}
+
+    def step(s):
+        current["step"] = s
+        progress.set_postfix_str(s)
+        progress.update(1)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        calibration = job.calibration(bucket) if recipe.quant == "int8static" else None
+        info = BACKENDS[recipe.backend].export(job.module, example, job.input_names, job.output_names, recipe.quant,
+                                               os.path.join(out_dir, name), calibration=calibration, step=step)
+    except Exception as e:  # recorded, reported, and the build goes on to the next artifact
+        msg = f"{name}: {current['step']} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        progress.write(f"ERROR {msg}")
+        if os.environ.get("COMPKIT_TRACEBACK"):
+            progress.write(traceback.format_exc())
+        entry.update(enabled=False, disabled_reason=f"export failed: {msg}", export_error=True)
+        return entry
+    path = os.path.join(out_dir, name)
+    entry.update(size_bytes=size_bytes(path), sha256=sha256_path(path), delegation=info.get("delegation"),
+                 runtime_imports=info.get("runtime_imports", []), build_seconds=round(time.perf_counter() - start, 1),
+                 build_cpu_seconds=round(time.process_time() - cpu_start, 1))
+    if info.get("predict_requires"):
+        entry["predict_requires"] = info["predict_requires"]
+    return entry
+
+
+def save_tokenizer(tokenizer, out_dir) -> None:
+    with atomic_path(os.path.join(out_dir, "moos_tokenizer"), directory=True) as tmp:
+        tokenizer.save_pretrained(tmp)
+
+
+def write_manifest(out_dir, manifest) -> None:
+    write_bytes(os.path.join(out_dir, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def run_parity(out_dir, allow_disabled) -> int:
+    if importlib.util.find_spec("runtime_py.parity") is None:
+        print("WARNING: runtime_py.parity is not available yet: parity and latency were NOT measured; "
+              "artifacts stay enabled unchecked", file=sys.stderr)
+        return 0
+    cmd = [sys.executable, "-m", "runtime_py.parity", out_dir, "--record"] + (["--allow-disabled"] if allow_disabled else [])
+    print(f"parity: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def fmt_size(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def summary_table(manifest) -> str:
+    rows = [("artifact", "size", "latency", "parity", "enabled")]
+    for a in manifest["artifacts"]:
+        parity = a.get("parity")
+        verdict = "-" if not parity else ("pass" if parity.get("passed", a.get("enabled")) else "FAIL")
+        lat = a.get("latency_ms")
+        lat = "-" if lat is None else f"{lat['median'] if isinstance(lat, dict) else lat:.1f} ms"
+        enabled = "yes" if a.get("enabled") else f"no ({a.get('disabled_reason') or ''})"[:70]
+        rows.append((a["file"], fmt_size(a.get("size_bytes")), lat, verdict, enabled))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def build(args) -> int:
+    from tqdm import tqdm
+
+    # Load (and so validate) every model before anything is written.
+    jobs = {}
+    if "moos" in args.models:
+        jobs["moos"] = load_moos(args.moos_checkpoint, args.seq_lens)
+    if "evo" in args.models:
+        jobs["evo"] = load_evo(args.evo_checkpoint, args.visual_tokens)
+    work = plan(args.target, args.models, args.quants, args.seq_lens)
+    if not work:
+        raise BadInput(f"nothing to build for --target {args.target} --model {args.model} --quant {args.quant}")
+    make_out_dir(args.out)
+    for job in jobs.values():
+        print(f"{job.name}: {job.info['provenance']}", flush=True)
+
+    manifest = {"schema": 1, "target": args.target,
+                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "compkit_revision": git_revision(), "tool_versions": tool_versions(),
+                "models": {name: job.info for name, job in jobs.items()}, "artifacts": []}
+    if "moos" in jobs:
+        save_tokenizer(jobs["moos"].tokenizer, args.out)
+    started = time.perf_counter()
+    for i, (recipe, bucket) in enumerate(work, 1):
+        name = artifact_name(recipe.model, recipe.backend, recipe.quant, bucket)
+        with tqdm(total=len(STEPS), desc=f"[{i}/{len(work)}] {name}", leave=True, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            manifest["artifacts"].append(build_artifact(jobs[recipe.model], recipe, bucket, args.out, bar))
+            bar.update(bar.total - bar.n)  # backends run 2-4 of the steps
+        write_manifest(args.out, manifest)  # after every artifact, so an interrupted build is still readable
+    export_seconds = time.perf_counter() - started
+    manifest["export_seconds"] = round(export_seconds, 1)
+    write_manifest(args.out, manifest)
+    failed = [a["file"] for a in manifest["artifacts"] if a.get("export_error")]
+    print(f"exported {len(work) - len(failed)}/{len(work)} artifacts in {export_seconds:.0f} s to {args.out}", flush=True)
+
+    code = 0 if args.skip_parity else run_parity(args.out, args.allow_disabled)
+    with open(os.path.join(args.out, "manifest.json"), encoding="utf-8") as f:
+        print(summary_table(json.load(f)))
+    if failed:
+        print(f"error: {len(failed)} artifact(s) failed to export: {', '.join(failed)} (reasons above and in "
+              "manifest.json)", file=sys.stderr)
+        return 1
+    return code
+
+
+def quiet_known_noise() -> None:
+    """Silence warnings the toolchain prints by the hundred and that say nothing about this build
+    (deprecations inside torch/executorch/torchao, coremltools' untested-torch notice); errors still show."""
+    import logging
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning, RuntimeWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for name in ("coremltools", "executorch", "torchao", "torch._export", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main(argv=None) -> int:
+    import signal
+
+    quiet_known_noise()
+    # SIGTERM unwinds like Ctrl-C, so the temp paths of the artifact being written are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return build(args)
+    except BadInput as e:
+        print(f"export.build: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
