@@ -32,6 +32,11 @@ struct Manifest: Decodable {
         let quant: String
         let bucket: Int?
         let enabled: Bool
+        let outputNames: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case file, model, backend, quant, bucket, enabled, outputNames = "output_names"
+        }
     }
 
     let target: String
@@ -64,7 +69,10 @@ struct Artifacts {
     }
 
     var tokenizerDir: URL { dir.appendingPathComponent(manifest.models["moos"]?.tokenizerDir ?? "moos_tokenizer") }
-    var hasOutlier: Bool { manifest.models["moos"]?.outlier != nil }
+    /// Whether the MOOSComp artifacts return outlier_z beside keep_prob (the representation outlier).
+    var hasOutlier: Bool {
+        manifest.artifacts.contains { $0.model == "moos" && $0.enabled && ($0.outputNames ?? []).contains("outlier_z") }
+    }
     var evoConfig: Manifest.EvoConfig? { manifest.models["evo"]?.config }
 
     private func enabled(_ model: String, _ runtime: ModelRuntime) -> [Manifest.Artifact] {

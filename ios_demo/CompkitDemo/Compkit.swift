@@ -69,7 +69,7 @@ final class MoosCompressor {
     private var handle: OpaquePointer?
     private let lock = NSLock()
 
-    init(tokenizerDir: URL, model: MoosModel, hasOutlier: Bool, outlierWeight: Float = 0) throws {
+    init(tokenizerDir: URL, model: MoosModel, hasOutlier: Bool, outlierWeight: Double = 0) throws {
         box = Box(model)
         var config = compkit_moos_default_config()
         config.outlier_weight = outlierWeight

@@ -90,7 +90,7 @@ final class SharedVectorsTests: XCTestCase {
             if out.count >= limit { break }
             if byWeight[c.outlier_weight] == nil {
                 byWeight[c.outlier_weight] = try MoosCompressor(tokenizerDir: artifacts.tokenizerDir, model: model,
-                                                                 hasOutlier: hasOutlier, outlierWeight: Float(c.outlier_weight))
+                                                                 hasOutlier: hasOutlier, outlierWeight: c.outlier_weight)
             }
             let r = try byWeight[c.outlier_weight]!.compress(
                 vectors.texts[c.text], rate: c.rate, targetToken: c.target_token, forceTokens: c.force_tokens,

@@ -144,7 +144,7 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM* vm, void*) {
 
 JNIEXPORT jlong JNICALL Java_org_compkit_demo_CompkitNative_moosCreate(JNIEnv* env, jclass, jstring tokenizer_dir,
                                                                          jintArray buckets, jboolean has_outlier,
-                                                                         jfloat outlier_weight, jobject scorer) {
+                                                                         jdouble outlier_weight, jobject scorer) {
   std::string dir;
   if (!utf8(env, tokenizer_dir, &dir)) return 0;
   if (buckets == nullptr || scorer == nullptr) {

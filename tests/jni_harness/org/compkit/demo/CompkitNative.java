@@ -9,7 +9,7 @@ public final class CompkitNative {
 
     private CompkitNative() {}
 
-    public static native long moosCreate(String tokenizerDir, int[] buckets, boolean hasOutlier, float outlierWeight,
+    public static native long moosCreate(String tokenizerDir, int[] buckets, boolean hasOutlier, double outlierWeight,
                                          MoosScorer scorer);
 
     public static native MoosResult moosCompress(long handle, String text, double rate, int targetToken,

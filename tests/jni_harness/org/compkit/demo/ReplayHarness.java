@@ -72,7 +72,7 @@ public final class ReplayHarness {
             String text = new String(Base64.getDecoder().decode(f[7]), StandardCharsets.UTF_8);
             String joined = new String(Base64.getDecoder().decode(f[3]), StandardCharsets.UTF_8);
             String[] force = joined.isEmpty() ? new String[0] : joined.split("\u0001", -1);
-            long h = handles.computeIfAbsent(f[0], w -> CompkitNative.moosCreate(args[0], buckets, true, Float.parseFloat(w), replay));
+            long h = handles.computeIfAbsent(f[0], w -> CompkitNative.moosCreate(args[0], buckets, true, Double.parseDouble(w), replay));
             try {
                 MoosResult r = CompkitNative.moosCompress(h, text, Double.parseDouble(f[1]), Integer.parseInt(f[2]), force,
                         f[4].equals("1"), f[5].equals("1"), f[6].equals("1"));
@@ -91,7 +91,7 @@ public final class ReplayHarness {
         out.add("PROBE empty\t" + probe(() -> CompkitNative.moosCompress(h, "", 0.5, -1, new String[0], false, false, false)));
         out.add("PROBE unrecorded\t" + probe(() -> CompkitNative.moosCompress(h, "A sentence Python never scored, about zebras.", 0.5, -1, new String[0], false, false, false)));
         out.add("PROBE bad_rate\t" + probe(() -> CompkitNative.moosCompress(h, "Some text.", 1.5, -1, new String[0], false, false, false)));
-        out.add("PROBE missing_tokenizer\t" + probe(() -> CompkitNative.moosCreate(args[0] + "/nope", buckets, true, 0f, replay)));
+        out.add("PROBE missing_tokenizer\t" + probe(() -> CompkitNative.moosCreate(args[0] + "/nope", buckets, true, 0.0, replay)));
         out.add("PROBE evo_tie\t" + Arrays.toString(CompkitNative.evoSelect(new float[] {0.5f, 1f, 1f, 1f, 0f}, 0, 2.5)));
         out.add("PROBE evo_k\t" + Arrays.toString(CompkitNative.evoSelect(new float[] {3f, 1f, 2f, 5f}, 2, 0.0)));
         out.add("PROBE evo_nan\t" + probe(() -> CompkitNative.evoSelect(new float[] {Float.NaN, 1f}, 1, 0.0)));

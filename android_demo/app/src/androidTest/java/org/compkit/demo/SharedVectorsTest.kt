@@ -79,7 +79,7 @@ class SharedVectorsTest {
                 if (out.size >= limit) break
                 val weight = c.getDouble("outlier_weight")
                 val compressor = byWeight.getOrPut(weight) {
-                    MoosCompressor(artifacts.tokenizerDir.path, buckets, hasOutlier, scorer, weight.toFloat())
+                    MoosCompressor(artifacts.tokenizerDir.path, buckets, hasOutlier, scorer, weight)
                 }
                 val force = c.getJSONArray("force_tokens").let { a -> List(a.length()) { a.getString(it) } }
                 out += c to compressor.compress(

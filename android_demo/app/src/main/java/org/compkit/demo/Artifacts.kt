@@ -10,7 +10,9 @@ import java.io.File
  */
 class Artifacts private constructor(val dir: File, val manifest: JSONObject) {
     val tokenizerDir: File get() = File(dir, moos().optString("tokenizer_dir", "moos_tokenizer"))
-    val hasOutlier: Boolean get() = moos().has("outlier") && !moos().isNull("outlier")
+    /** Whether the MOOSComp artifacts return outlier_z beside keep_prob (the representation outlier). */
+    val hasOutlier: Boolean
+        get() = enabled("moos").any { a -> a.optJSONArray("output_names")?.let { n -> (0 until n.length()).any { n.getString(it) == "outlier_z" } } == true }
     val evoConfig: JSONObject get() = manifest.getJSONObject("models").getJSONObject("evo").getJSONObject("config")
 
     private fun moos() = manifest.getJSONObject("models").getJSONObject("moos")

@@ -36,7 +36,7 @@ object CompkitNative {
         tokenizerDir: String,
         buckets: IntArray,
         hasOutlier: Boolean,
-        outlierWeight: Float,
+        outlierWeight: Double,
         scorer: MoosScorer,
     ): Long
 
@@ -67,7 +67,7 @@ class MoosCompressor(
     buckets: IntArray,
     hasOutlier: Boolean,
     scorer: MoosScorer,
-    outlierWeight: Float = 0f,
+    outlierWeight: Double = 0.0,
 ) : AutoCloseable {
     private var handle = CompkitNative.moosCreate(tokenizerDir, buckets, hasOutlier, outlierWeight, scorer)
 
