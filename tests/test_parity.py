@@ -152,3 +152,24 @@ def test_bad_invocations_are_one_line_errors(full_build, tmp_path, capsys):
     assert parity.main([build2, "--prompts", str(tmp_path / "none.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: parity corpus not found") and "\n" not in err
+
+
+def test_corpus_readers(tmp_path):
+    from runtime_py import corpus
+
+    gsm = tmp_path / "gsm8k.jsonl"
+    gsm.write_text("\n".join(json.dumps({"question": f"Q{i}? Tom has {i} apples.", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"})
+                             for i in range(5)) + "\n")
+    texts = corpus.load_gsm8k(str(gsm), limit=3)
+    assert texts == [f"Question: Q{i}? Tom has {i} apples.\nAnswer: {i} + 1 = {i + 1}\n#### {i + 1}" for i in range(3)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(corpus.CorpusError, match="bad.jsonl:2: not a JSON line"):
+        corpus.load_prompts(str(bad))
+    bad.write_text('{"text": "a prompt, not GSM8K"}\n')
+    with pytest.raises(corpus.CorpusError, match="expected GSM8K lines"):
+        corpus.load_gsm8k(str(bad))
+    sets = corpus.evo_token_sets(36, 32, 8, 24, count=3, grid=(6, 6))
+    assert len(sets) == 3 and sets[0]["visual_tokens"].shape == (36, 32) and sets[0]["text_mask"].shape == (8,)
+    assert not np.array_equal(sets[0]["visual_tokens"], sets[1]["visual_tokens"])
+    assert np.array_equal(sets[2]["text_embeds"], corpus.evo_token_sets(36, 32, 8, 24, count=3, grid=(6, 6))[2]["text_embeds"])
