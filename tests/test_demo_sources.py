@@ -265,11 +265,13 @@ TEXTS = [
     "Item 15: the city council approved 2.4 million dollars for the Riverside bridge repair. Council member "
     "Alvarez said the work must finish before the flood season.\nThe vote was 7 to 2.",
     "Café naïve résumé — déjà vu. 東京は日本の首都です。 Emoji test 🚀🔥 and code: `for i in range(10): print(i)`.",
+    "New York is big. New York is busy. e.g. this, e.g. that... New York! . . . , , , ? ! . . .",
 ]
 
 
 # The compress_prompt options the JNI surface carries (moosCompress's arguments), as export/vectors.py varies them.
 OPTIONS = [{"rate": 0.33}, {"rate": 0.6}, {"rate": 0.5, "target_token": 20},
+           {"rate": 0.33, "force_tokens": ["\n", ".", "New York", "Café"]},
            {"rate": 0.33, "force_tokens": ["\n", ".", "New York", "Café"], "drop_consecutive": True},
            {"rate": 0.5, "force_reserve_digit": True, "token_to_word": "first"}]
 
@@ -341,6 +343,14 @@ def test_jni_glue_reproduces_python(jni_lib, harness_classes, tmp_path):
         assert int(f[4]) >= 1 and set(f[1]) <= {"0", "1"} and "0" in f[1]
         stages = dict(s.split("=") for s in f[5].split(","))
         assert list(stages) == ["tokenize", "forward", "postprocess", "total"] and float(stages["total"]) > 0
+
+    # the cases have teeth: every option changes some Python output, so a glue that drops one fails above
+    by_options = {}
+    for c in cases:
+        by_options.setdefault(json.dumps(c["options"], sort_keys=True), []).append(c["compressed"])
+    outputs = list(by_options.values())
+    assert all(sum(a != b for a, b in zip(outputs[i], outputs[j])) for i in range(len(outputs)) for j in range(i))
+    assert any(c["compressed"] != d["compressed"] for c, d in zip(cases[: len(cases) // 2], cases[len(cases) // 2 :]))
 
     def message(probe):
         kind, _, payload = probes[probe].partition(" ")
