@@ -127,6 +127,23 @@ def test_ios_project_points_at_real_files():
     assert (IOS / "CompkitCore" / header).resolve() == (ROOT / "runtime_cpp/include/compkit.h")
 
 
+def test_evo_sample_fits_the_default_evocomp():
+    """The bundled sample must match EvoCompConfig's defaults (what export.build exports without a checkpoint)."""
+    from compressors.evo import EvoCompConfig
+
+    d = ANDROID / "app/src/main/assets/evo_sample"
+    meta, cfg = json.loads((d / "evo_sample.json").read_text()), EvoCompConfig()
+    assert (meta["visual_dim"], meta["text_dim"], meta["text_tokens"], tuple(meta["grid"])) == \
+        (cfg.visual_dim, cfg.text_dim, cfg.max_text_tokens, cfg.grid), "rerun android_demo/tools/make_evo_sample.py"
+    n = meta["grid"][0] * meta["grid"][1]
+    assert (d / "evo_sample.bin").stat().st_size == 4 * (n * meta["visual_dim"] + meta["text_tokens"] * (meta["text_dim"] + 1))
+    mask = np.frombuffer((d / "evo_sample.bin").read_bytes()[-4 * meta["text_tokens"]:], "<i4")
+    assert set(mask.tolist()) == {0, 1} and mask.sum() == meta["real_text_tokens"]
+    import matplotlib.image
+
+    assert matplotlib.image.imread(d / meta["image"]).shape[:2] == (meta["grid"][0] * meta["patch_px"], meta["grid"][1] * meta["patch_px"])
+
+
 def _fake_build(root: Path, target: str, moos_enabled: bool = True) -> Path:
     """A build folder laid out as docs/ARTIFACTS.md says (tiny stand-in files: only the copying is tested)."""
     root.mkdir()
