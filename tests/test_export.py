@@ -195,6 +195,7 @@ def test_xnnpack_evo_single_partition_and_matches_eager(evo, tmp_path, quant):
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", ["fp32", "int8dyn", "int8static"])
 def test_onnx_moos_runs_in_onnxruntime(moos, tmp_path, quant):
     example, cal = moos_inputs(moos)
@@ -214,6 +215,7 @@ def test_onnx_moos_runs_in_onnxruntime(moos, tmp_path, quant):
         assert np.abs(out[0] - ref[0]).max() < tol
 
 
+@pytest.mark.slow
 def test_onnx_evo_int8dyn(evo, tmp_path):
     example, cal = evo_inputs(evo)
     path = str(tmp_path / "evo_onnx_int8dyn.onnx")
@@ -239,6 +241,7 @@ def _check_mlpackage(path, input_names, output_names, int_inputs):
     return spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", ["fp16", "int8w", "pal4"])
 def test_coreml_moos_converts_and_validates(moos, tmp_path, quant):
     example, _ = moos_inputs(moos)
@@ -261,6 +264,7 @@ def test_coreml_moos_converts_and_validates(moos, tmp_path, quant):
     np.testing.assert_allclose(out["keep_prob"], eager(module, example)[0], atol=0.05)
 
 
+@pytest.mark.slow
 def test_coreml_evo_and_etcoreml_lower(evo, moos, tmp_path):
     example, _ = evo_inputs(evo)
     path = str(tmp_path / "evo_coreml_fp16.mlpackage")
@@ -385,7 +389,7 @@ def test_bad_checkpoint_contents_and_unwritable_out(tmp_path, capsys, bert_dir):
     blocker.write_text("x")
     out = blocker / "sub" / "build"  # below a regular file: unwritable even for root
     assert build_cli.main(["--model", "evo", "--evo-checkpoint", str(evo_dir_for(tmp_path)), "--quant", "fp32",
-                           "--out", str(out)]) == 2
+                           "--visual-tokens", "36", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "is not writable" in err and len(err.splitlines()) == 1
     assert blocker.read_text() == "x" and not os.path.exists(str(blocker) + "/sub")
