@@ -196,6 +196,7 @@ def write_vectors(compressor, evo, out_path, *, max_sentences: int = 300, cases_
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the vectors ship with the artifacts
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -1,6 +1,6 @@
 """One runtime_cpp test case folder, written in a subprocess by tests/test_runtime_cpp.py:
 
-    python tests/runtime_cpp_case.py {bert,xlmr,default} OUT_DIR [--pte BUCKET]
+    python tests/runtime_cpp_case.py {bert,xlmr,xlmr-spm,default} OUT_DIR [--pte BUCKET] [--sentences N]
 
 OUT_DIR gets moos_tokenizer/ (the compressor's tokenizer, saved as export.build saves it), vectors.json
 from export.vectors.write_vectors, and with --pte an fp32 XNNPACK .pte of the scorer at that bucket plus a
@@ -37,9 +37,36 @@ def tiny_evo() -> EvoCompressor:
     return evo.eval()
 
 
+def use_sentencepiece_normalizer(checkpoint: str) -> None:
+    """Give a tiny XLM-R the normalizer layout of the public XLM-R tokenizer.json: a SentencePiece
+    nmt_nfkc charsmap (Precompiled) then Replace(" {2,}", " "). The charsmap comes from a SentencePiece
+    model trained here with that rule, as the public one was."""
+    import tempfile
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Regex, Tokenizer, normalizers
+
+    from checkpoints import corpus_texts
+
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "corpus.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(corpus_texts()))
+        spm.SentencePieceTrainer.train(input=os.path.join(d, "corpus.txt"), model_prefix=os.path.join(d, "sp"),
+                                       vocab_size=500, normalization_rule_name="nmt_nfkc", minloglevel=2)
+        proto = sentencepiece_model_pb2.ModelProto()
+        with open(os.path.join(d, "sp.model"), "rb") as f:
+            proto.ParseFromString(f.read())
+    path = os.path.join(checkpoint, "tokenizer.json")
+    tok = Tokenizer.from_file(path)
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.save(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["bert", "xlmr", "default"])
+    p.add_argument("kind", choices=["bert", "xlmr", "xlmr-spm", "default"])
     p.add_argument("out")
     p.add_argument("--pte", type=int, default=0, help="also export the scorer at this bucket, and a tiny EvoComp")
     p.add_argument("--sentences", type=int, default=150)
@@ -51,7 +78,10 @@ def main() -> None:
     else:
         make = make_bert if args.kind == "bert" else make_xlmr
         name = "ckpt-bert-base-multilingual-cased" if args.kind == "bert" else "ckpt-xlm-roberta-large"
-        c = MOOSCompressor.from_pretrained(make(os.path.join(args.out, name)))
+        checkpoint = make(os.path.join(args.out, name))
+        if args.kind == "xlmr-spm":
+            use_sentencepiece_normalizer(checkpoint)
+        c = MOOSCompressor.from_pretrained(checkpoint)
     c.tokenizer.save_pretrained(os.path.join(args.out, "moos_tokenizer"))
     evo = tiny_evo() if args.pte else None
     write_vectors(c, evo, os.path.join(args.out, "vectors.json"), max_sentences=args.sentences)

@@ -1,7 +1,8 @@
 """runtime_cpp (the native core) against the Python reference, through its own GoogleTest suite.
 
 Builds runtime_cpp (cached by runtime_cpp/build.py), writes shared vectors with export.vectors for a tiny
-WordPiece BERT (plus its fp32 XNNPACK .pte and a tiny EvoComp .pte), a tiny SentencePiece XLM-R and the
+WordPiece BERT (plus its fp32 XNNPACK .pte and a tiny EvoComp .pte), a tiny SentencePiece XLM-R in two
+normalizer layouts (the public checkpoint's SentencePiece charsmap, and tokenizers' Nmt + NFKC) and the
 embedded MiniLM default, then runs ctest with them. The C++ tests assert: token ids and pieces exact,
 compressed texts exact when fed the recorded probabilities, ExecuTorch probabilities within 1e-4 of eager,
 EvoComp indices exact, and every bad input an error code with a message.
@@ -32,7 +33,8 @@ def cases(tmp_path_factory):
     root = tmp_path_factory.mktemp("runtime_cpp")
     # vectors are written in subprocesses while the core compiles here
     procs = {"bert": _start("bert", root / "bert", "--pte", str(PTE_BUCKET)),
-             "xlmr": _start("xlmr", root / "xlmr"),
+             "xlmr-spm": _start("xlmr-spm", root / "xlmr-spm"),  # the public XLM-R normalizer layout
+             "xlmr": _start("xlmr", root / "xlmr", "--sentences", "40"),  # tokenizers' own Nmt + NFKC layout
              "default": _start("default", root / "default", "--sentences", "60")}
     try:
         build_dir = ensure_built()
@@ -48,7 +50,8 @@ def cases(tmp_path_factory):
 
 def test_native_core_reproduces_the_python_reference(cases):
     build_dir, dirs = cases
-    env = {"COMPKIT_VECTORS": ":".join([dirs["bert"], dirs["xlmr"], dirs["default"]]), "COMPKIT_PTE_CASE": dirs["bert"]}
+    env = {"COMPKIT_VECTORS": ":".join(dirs[k] for k in ("bert", "xlmr-spm", "xlmr", "default")),
+           "COMPKIT_PTE_CASE": dirs["bert"]}
     proc = run_ctest(build_dir, env)
     assert proc.returncode == 0, f"ctest failed:\n{proc.stdout[-6000:]}"
     ran = re.search(r"(\d+)% tests passed, (\d+) tests failed out of (\d+)", proc.stdout)

@@ -7,6 +7,9 @@
 #include <limits>
 #include <regex>
 #include <sstream>
+#include <cstring>
+
+#include <utf8proc.h>
 
 #include <nlohmann/json.hpp>
 
@@ -31,7 +34,90 @@ struct Normalizer {
   std::regex regex;
   bool left = true, right = true;  // Strip
   std::string prepend;             // Prepend
+  std::vector<uint32_t> trie;      // Precompiled: a darts-clone double array ...
+  std::string replacements;        // ... whose values index NUL-terminated replacement strings
 };
+
+std::string base64_decode(const std::string& in) {
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char ch : in) {
+    int v;
+    if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
+    else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
+    else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
+    else if (ch == '+') v = 62;
+    else if (ch == '/') v = 63;
+    else if (ch == '=') break;
+    else continue;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buf >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+// spm_precompiled's Precompiled::transform: the FIRST (shortest) prefix match in the double array
+// replaces the whole chunk, matched or not: as SentencePiece and tokenizers do.
+const char* precompiled_transform(const Normalizer& n, std::string_view chunk, size_t* len) {
+  auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); };
+  auto label = [](uint32_t u) { return u & ((1u << 31) | 0xFFu); };
+  auto has_leaf = [](uint32_t u) { return ((u >> 8) & 1u) == 1u; };
+  auto value = [](uint32_t u) { return u & ((1u << 31) - 1); };
+  if (n.trie.empty()) return nullptr;
+  size_t pos = offset(n.trie[0]);
+  for (unsigned char c : chunk) {
+    if (c == 0) break;
+    pos ^= c;
+    if (pos >= n.trie.size() || label(n.trie[pos]) != c) return nullptr;
+    const uint32_t unit = n.trie[pos];
+    pos ^= offset(unit);
+    if (pos >= n.trie.size()) return nullptr;
+    if (has_leaf(unit)) {
+      size_t at = value(n.trie[pos]);
+      if (at >= n.replacements.size()) return nullptr;
+      const char* s = n.replacements.data() + at;
+      *len = strnlen(s, n.replacements.size() - at);
+      return s;
+    }
+  }
+  return nullptr;
+}
+
+// normalizers/precompiled.rs: per extended grapheme cluster (short ones whole, else char by char).
+std::u32string precompiled(const Normalizer& n, std::u32string_view s) {
+  std::string out;
+  auto apply_part = [&](std::u32string_view part, bool whole) {
+    std::string bytes = utf8_encode(part);
+    size_t len = 0;
+    if (!whole || bytes.size() < 6) {
+      if (const char* r = precompiled_transform(n, bytes, &len)) {
+        out.append(r, len);
+        return true;
+      }
+    }
+    if (!whole) out += bytes;
+    return false;
+  };
+  size_t start = 0;
+  utf8proc_int32_t state = 0;
+  for (size_t i = 1; i <= s.size(); ++i) {
+    if (i < s.size() && !utf8proc_grapheme_break_stateful(static_cast<utf8proc_int32_t>(s[i - 1]),
+                                                          static_cast<utf8proc_int32_t>(s[i]), &state))
+      continue;
+    std::u32string_view g = s.substr(start, i - start);
+    if (!apply_part(g, true))
+      for (size_t k = 0; k < g.size(); ++k) apply_part(g.substr(k, 1), false);
+    start = i;
+  }
+  std::u32string r;
+  utf8_decode(out, &r);
+  return r;
+}
 
 bool is_chinese_char(char32_t c) {  // normalizers/bert.rs
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
@@ -116,6 +202,7 @@ std::u32string apply(const Normalizer& n, std::u32string s) {
     if (n.right) while (b > a && is_whitespace(s[b - 1])) --b;
     return s.substr(a, b - a);
   }
+  if (n.type == "Precompiled") return precompiled(n, s);
   if (n.type == "Prepend") {
     if (s.empty()) return s;
     std::u32string p;
@@ -160,7 +247,20 @@ void load_normalizer(const json& j, std::vector<Normalizer>* out) {
   } else if (type == "Prepend") {
     n.prepend = j.value("prepend", "");
   } else if (type == "Precompiled") {
-    fail("the Precompiled normalizer (a SentencePiece charsmap) is not supported yet: see docs/RUNTIME_CPP.md");
+    std::string raw = base64_decode(j.value("precompiled_charsmap", ""));
+    if (raw.size() < 4) fail("empty Precompiled charsmap");
+    uint32_t trie_bytes = static_cast<uint32_t>(static_cast<unsigned char>(raw[0])) |
+                          static_cast<uint32_t>(static_cast<unsigned char>(raw[1])) << 8 |
+                          static_cast<uint32_t>(static_cast<unsigned char>(raw[2])) << 16 |
+                          static_cast<uint32_t>(static_cast<unsigned char>(raw[3])) << 24;
+    if (trie_bytes % 4 || 4 + static_cast<size_t>(trie_bytes) > raw.size()) fail("corrupt Precompiled charsmap");
+    n.trie.resize(trie_bytes / 4);
+    for (size_t i = 0; i < n.trie.size(); ++i) {
+      const auto* b = reinterpret_cast<const unsigned char*>(raw.data() + 4 + 4 * i);
+      n.trie[i] = static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 | static_cast<uint32_t>(b[2]) << 16 |
+                  static_cast<uint32_t>(b[3]) << 24;
+    }
+    n.replacements = raw.substr(4 + trie_bytes);
   } else if (!(type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD" || type == "Lowercase" ||
                type == "StripAccents" || type == "Nmt")) {
     fail("unsupported normalizer " + type);
