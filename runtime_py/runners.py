@@ -7,6 +7,7 @@ the runtimes' own errors are cryptic ("set_inputs() failed with error 0x12").
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -232,6 +233,11 @@ def load_runner(build_dir, artifact: dict, threads: int | None = None) -> BaseRu
     backend = artifact.get("backend")
     if backend not in RUNNERS_BY_BACKEND:
         raise ValueError(f"{artifact.get('file')}: unknown backend {backend!r} (one of {sorted(RUNNERS_BY_BACKEND)})")
+    for module in artifact.get("runtime_imports") or []:  # kernel libraries the artifact needs registered
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise RuntimeError(f"{artifact['file']} needs `import {module}` for its kernels, which fails: {e}") from None
     path = os.path.join(os.fspath(build_dir), artifact["file"])
     kwargs = {"output_names": artifact.get("output_names"), "input_spec": artifact.get("input_spec")}
     if backend in ("xnnpack", "etcoreml"):

@@ -85,6 +85,10 @@ def test_runners_read_their_own_spec(build):
         ExecuTorchRunner(os.path.join(build.dir, "nothing.pte"))
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         load_runner(build.dir, {**a, "backend": "tflite"})
+    with pytest.raises(RuntimeError, match="needs `import compkit_no_such_kernels`"):
+        load_runner(build.dir, {**a, "runtime_imports": ["compkit_no_such_kernels"]})
+    with_kernels = load_runner(build.dir, {**a, "runtime_imports": ["executorch.kernels.quantized"]})
+    assert list(with_kernels.run(with_kernels.example_inputs())) == ["keep_prob", "outlier_z"]
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="checks the off-macOS behaviour")
