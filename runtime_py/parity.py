@@ -61,15 +61,15 @@ class CachedScorer:
         self.scorer, self.seq_lens = scorer, scorer.seq_lens
         self.cache = {} if cache is None else cache
 
-    def __call__(self, input_ids, attention_mask):
-        rows = []
-        for i in range(input_ids.shape[0]):
-            key = (input_ids[i].tobytes(), attention_mask[i].tobytes())
-            if key not in self.cache:
-                out = self.scorer(input_ids[i : i + 1], attention_mask[i : i + 1])
-                self.cache[key] = {k: v[0] for k, v in out.items()}
-            rows.append(self.cache[key])
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    def __call__(self, input_ids, attention_mask, chunk: int = 8):
+        keys = [(input_ids[i].tobytes(), attention_mask[i].tobytes()) for i in range(input_ids.shape[0])]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        for start in range(0, len(todo), chunk):  # misses in small batches: the eager model runs them batched
+            rows = todo[start : start + chunk]
+            out = self.scorer(input_ids[rows], attention_mask[rows])
+            for j, i in enumerate(rows):
+                self.cache[keys[i]] = {k: v[j] for k, v in out.items()}
+        return {k: np.stack([self.cache[key][k] for key in keys]) for k in self.cache[keys[0]]}
 
 
 def word_labels(result: dict) -> list[tuple[str, str]]:
@@ -104,14 +104,14 @@ def moos_group(build: Build, arts: list[dict], prompts: list[str], ref_cache: di
                 exact[r][1] += 1
     # Numeric parity also sees one full-length window per prompt per bucket, so every bucket gets real text.
     tok, ids_of = build.moos.tokenizer, build.moos.special_ids
-    for p in prompts:
-        pieces = tok(p, add_special_tokens=False)["input_ids"]
-        for L in buckets:
-            ids = np.full((1, L), ids_of["pad"], np.int32)
-            mask = np.zeros((1, L), np.int32)
+    all_pieces = tok(prompts, add_special_tokens=False)["input_ids"]
+    for L in buckets:
+        ids = np.full((len(prompts), L), ids_of["pad"], np.int32)
+        mask = np.zeros((len(prompts), L), np.int32)
+        for row, pieces in enumerate(all_pieces):
             window = [ids_of["cls"]] + pieces[: L - 2] + [ids_of["sep"]]
-            ids[0, : len(window)], mask[0, : len(window)] = window, 1
-            art(ids, mask), ref(ids, mask)
+            ids[row, : len(window)], mask[row, : len(window)] = window, 1
+        art(ids, mask), ref(ids, mask)
     decisions = {"word_agreement": {str(r): agree[r][0] / agree[r][1] for r in MOOS_RATES},
                  "exact_text": {str(r): exact[r][0] / exact[r][1] for r in MOOS_RATES},
                  "outlier_weights": weights, "prompts": len(prompts)}
