@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <executorch/runtime/platform/platform.h>
+
 #include "error.h"
 #include "moos.h"
 
@@ -26,6 +28,13 @@ std::string json_str(const std::string& s) {
     else out << c;
   }
   return out.str() + '"';
+}
+
+// ExecuTorch logs CPU probing at Info level on stderr; keep the one-line error contract by passing
+// on only its errors.
+void quiet_log(et_timestamp_t, et_pal_log_level_t level, const char*, const char*, size_t, const char* message,
+               size_t length) {
+  if (level == kError || level == kFatal) std::cerr << "compkit_compress: executorch: " << std::string(message, length);
 }
 
 double median(std::vector<double> v) {
@@ -43,6 +52,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  executorch::runtime::register_pal(executorch::runtime::PalImpl::create(quiet_log, __FILE__));
   std::string tokenizer, text_file;
   std::vector<std::string> ptes;
   compkit::CompressOptions opt;
