@@ -20,7 +20,8 @@ OUTPUT_NAMES = ["keep_prob", "outlier_z"]
 MASK_VALUE = -1e4  # finite: exp(-1e4) is exactly 0 in fp32 and fp16, and -1e4 is representable in fp16
 
 
-def representation_outlier_z(hidden: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def representation_outlier_z(hidden: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6,
+                             matmul_sums: bool = False) -> torch.Tensor:
     """z-score, within each window, of every token's distance from the window's mean hidden state.
 
     hidden [B, L, H], mask [B, L] float (1 = real token). Padded positions get z = 0. The statistics run
@@ -28,7 +29,10 @@ def representation_outlier_z(hidden: torch.Tensor, mask: torch.Tensor, eps: floa
     """
     m = mask.unsqueeze(-1)
     n = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # [B, 1]
-    centre = (hidden * m).sum(dim=1, keepdim=True) / n.unsqueeze(-1)
+    if matmul_sums:  # the same masked sum as a [B, 1, L] @ [B, L, H] matmul, which XNNPACK delegates
+        centre = torch.matmul(mask.unsqueeze(1), hidden) / n.unsqueeze(-1)
+    else:
+        centre = (hidden * m).sum(dim=1, keepdim=True) / n.unsqueeze(-1)
     dist = ((hidden - centre) ** 2).sum(dim=-1).sqrt()  # [B, L]
     mean = (dist * mask).sum(dim=1, keepdim=True) / n
     var = (((dist - mean) ** 2) * mask).sum(dim=1, keepdim=True) / n
@@ -43,10 +47,13 @@ class TokenScorer(nn.Module):
         self.model = model.eval()
         self.with_outlier = with_outlier
         self.output_names = OUTPUT_NAMES if with_outlier else OUTPUT_NAMES[:1]
+        self.export_form = False
 
     def for_export(self) -> "TokenScorer":
-        """Switch attention to the plain softmax(QK^T)V form that delegates fully; same numbers (~1e-7)."""
+        """Switch to the forms that delegate fully: plain softmax(QK^T)V attention, the keep probability as a
+        sigmoid of a logit difference, masked sums as matmuls. Same numbers to ~1e-7."""
         self.model.set_attn_implementation("eager")
+        self.export_form = True
         return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -56,10 +63,16 @@ class TokenScorer(nn.Module):
         hidden = base.embeddings(input_ids=input_ids.to(torch.long))
         hidden = base.encoder(hidden, attention_mask=additive).last_hidden_state
         logits = self.model.classifier(hidden)
-        keep_prob = torch.softmax(logits, dim=-1)[..., 1]
+        if self.export_form:
+            # softmax(l)[1] == sigmoid(l1 - l0); the difference as a matmul avoids a select/slice left outside
+            # the delegate. Not used on the desktop, where LLMLingua's exact softmax keeps near-ties identical.
+            diff = torch.tensor([[-1.0], [1.0]], dtype=logits.dtype)
+            keep_prob = torch.sigmoid(torch.matmul(logits, diff)).reshape(logits.shape[0], -1)
+        else:
+            keep_prob = torch.softmax(logits, dim=-1)[..., 1]
         if not self.with_outlier:
             return (keep_prob,)
-        return keep_prob, representation_outlier_z(hidden, mask)
+        return keep_prob, representation_outlier_z(hidden, mask, matmul_sums=self.export_form)
 
 
 def input_spec(seq_len: int, batch: int = 1) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -107,9 +107,14 @@ def test_targets_registry_is_consistent():
 def test_plan_buckets_and_quant_filter():
     jobs = plan("android", ("moos",), None, (128, 256, 512))
     names = [artifact_name(r.model, r.backend, r.quant, b) for r, b in jobs]
-    assert "moos_xnnpack_fp32_128.pte" in names and "moos_xnnpack_int8static_512.pte" in names
-    assert "moos_xnnpack_int8static_128.pte" not in names  # static int8 only at the largest bucket
+    assert "moos_xnnpack_int8dyn_128.pte" in names and "moos_xnnpack_fp32_512.pte" in names
+    assert "moos_xnnpack_fp32_128.pte" not in names  # the fp32 reference only at the largest bucket
+    assert not any("int8static" in n or "8da4w" in n for n in names)  # opt-in recipes
+    opted = plan("android", ("moos",), ["int8static"], (128, 256, 512))
+    assert [artifact_name(r.model, r.backend, r.quant, b) for r, b in opted] == ["moos_xnnpack_int8static_512.pte"]
     assert len(names) == len(set(names))
+    everything = [artifact_name(r.model, r.backend, r.quant, b) for r, b in plan("all", ("moos",), None, (128, 512))]
+    assert len(everything) == len(set(everything)) and "moos_xnnpack_fp32_128.pte" in everything  # desktop: all buckets
     assert {r.quant for r, _ in plan("android", ("evo",), ["fp32"], (128,))} == {"fp32"}
     assert all(b is None for _, b in plan("ios", ("evo",), None, (64,)))
 
