@@ -1,0 +1,295 @@
+"""End-to-end speedup of prompt compression (MOOSComp) and visual-token compression (EvoComp) in front of an
+ExecuTorch LLM, the figures the papers report (3.3x at 4x text compression, 1.6x at 3x fewer visual tokens).
+
+    python -m bench_device.e2e --device local|adb:SERIAL [--llm 135m|0.5b|1b] [--quant fp32|8da4w]
+                               [--ratios 1,2,3,4,5] [--prompt-tokens 2048] [--out STEM]
+
+Text: (a) LLM prefill of an N-token prompt against (b) compress_prompt (tokenize + compressor forward + word
+selection) plus prefill of the compressed prompt, per ratio (rate = 1/ratio); speedup = a / b.
+Vision: prefill of 576 visual + 64 text tokens against EvoComp + prefill of the kept tokens, and time to first
+token with a SigLIP-base-shaped ViT in front. Every weight is random: timing does not depend on values.
+Writes STEM.json, STEM.md and STEM.png (speedup against ratio). See docs/BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import e2e_parts as parts
+from .devices import DeviceError, device_from_spec
+from .device_runner import DeviceRunner, RunnerFailed
+from .e2e_report import markdown, plot
+from .llm_export import LLM_SHAPES, QUANTS, LLMExport, ensure_llm
+from .report import write_report
+from .run import machine_load
+
+GSM8K = "/work/shared/data/gsm8k/test.jsonl"
+
+
+@dataclass
+class Preset:
+    """Model sizes. "paper": the shapes the papers' figures are about; "tiny": seconds-long test runs."""
+    mbert: parts.BertShape = parts.MBERT_BASE
+    minilm_scorer: parts.BertShape | None = None  # None: the real embedded MiniLM default
+    vit: parts.VitShape = parts.SIGLIP_BASE_336
+    evo: dict = field(default_factory=dict)  # EvoCompConfig overrides
+    visual_tokens: int = 576
+    text_tokens: int = 64
+
+
+PRESETS = {
+    "paper": Preset(),
+    "tiny": Preset(mbert=parts.BertShape(2, 64, 2, 128, 119647), minilm_scorer=parts.BertShape(1, 32, 2, 64, 30622),
+                   vit=parts.VitShape(1, 32, 2, 64, image_size=84, patch_size=14),
+                   evo=dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, max_visual_tokens=36,
+                            max_text_tokens=8, grid=(6, 6)), visual_tokens=36, text_tokens=8),
+}
+
+
+def prompt_texts() -> tuple[list[str], str]:
+    """GSM8K questions with worked answers (a few-shot chain-of-thought prompt, as LLMLingua-2 evaluates)
+    when /work/shared/data/gsm8k is present, else compkit's shipped corpus."""
+    if os.path.isfile(GSM8K):
+        with open(GSM8K, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows[:400]], "gsm8k test (few-shot CoT)"
+    from compressors.corpus import corpus_texts
+
+    return corpus_texts(), "compressors/data/prompts.jsonl"
+
+
+def build_prompt(tokenizer, n_tokens: int) -> tuple[str, str]:
+    """Real text cut at a token boundary to exactly n_tokens pieces of `tokenizer`."""
+    texts, source = prompt_texts()
+    text, i = "", 0
+    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < n_tokens:
+        text += ("\n\n" if text else "") + texts[i % len(texts)]
+        i += 1
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return text[: enc["offset_mapping"][n_tokens - 1][1]], source
+
+
+def llm_ids(tokenizer, text: str) -> np.ndarray:
+    return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------- setup
+def make_compressors(preset: Preset, runner: DeviceRunner | None, repeats: int) -> dict:
+    from compressors.moos import EagerScorer, MOOSCompressor
+
+    base = MOOSCompressor.from_default()
+    shapes = {"minilm": preset.minilm_scorer, "mbert": preset.mbert}
+    modules = {"minilm": base.torch_module if preset.minilm_scorer is None else None, "mbert": None}
+    out = {}
+    for name, shape in shapes.items():
+        module = modules[name] if modules[name] is not None else parts.random_bert_scorer(shape)
+        if runner is None:
+            out[name] = base.with_scorer(EagerScorer(module))
+        else:
+            key = {"shape": asdict(shape) if shape else "embedded MiniLM-L6 default"}
+            out[name] = base.with_scorer(parts.DeviceTokenScorer(runner, parts.scorer_pte(module, name, key), repeats))
+    return out
+
+
+def compressor_info(preset: Preset) -> dict:
+    m = preset.minilm_scorer
+    return {"minilm": "embedded default: MiniLM-L6 (6 layers, hidden 384, 22.7M params), untrained head"
+                      if m is None else f"tiny random BERT {asdict(m)}",
+            "mbert": f"random weights, mBERT-base shape (LLMLingua-2 small checkpoint) {asdict(preset.mbert)}"}
+
+
+# ------------------------------------------------------------------------------------------- the two benchmarks
+def time_compression(comp, prompt: str, rate: float, repeats: int) -> tuple[float, dict]:
+    """Median ms of compress_prompt; with a device scorer, host time outside the scorer plus device forward time."""
+    scorer = comp.scorer
+    times, result = [], None
+    for i in range(repeats + 1):  # the first call warms caches (and runs the device forwards once)
+        device_ms0, wall_ms0 = getattr(scorer, "device_ms", 0.0), getattr(scorer, "wall_ms", 0.0)
+        t = time.perf_counter()
+        result = comp.compress_prompt(prompt, rate=rate)
+        ms = (time.perf_counter() - t) * 1e3
+        if hasattr(scorer, "device_ms"):
+            ms += (scorer.device_ms - device_ms0) - (scorer.wall_ms - wall_ms0)
+        if i:
+            times.append(ms)
+    return float(np.median(times)), result
+
+
+def text_bench(compressors: dict, prefill, tokenizer, prompt: str, ratios, repeats: int, progress) -> dict:
+    full_ids = llm_ids(tokenizer, prompt)
+    full_ms = prefill(full_ids)
+    progress(f"text: full prefill of {len(full_ids)} tokens {full_ms:.0f} ms")
+    rows = []
+    for name, comp in compressors.items():
+        for ratio in ratios:
+            comp_ms, res = time_compression(comp, prompt, 1.0 / ratio, repeats)
+            ids = llm_ids(tokenizer, res["compressed_prompt"])
+            pre_ms = prefill(ids)
+            rows.append({"compressor": name, "target_ratio": ratio, "tokens_in": len(full_ids), "tokens_out": len(ids),
+                         "achieved_ratio": len(full_ids) / max(1, len(ids)), "compress_ms": comp_ms,
+                         "prefill_ms": pre_ms, "total_ms": comp_ms + pre_ms, "speedup": full_ms / (comp_ms + pre_ms),
+                         "prefill_only_speedup": full_ms / pre_ms})
+            progress(f"text {name} {ratio}x: compress {comp_ms:.0f} ms + prefill {pre_ms:.0f} ms "
+                     f"-> {rows[-1]['speedup']:.2f}x")
+    return {"full_prefill_ms": full_ms, "tokens": len(full_ids), "rows": rows}
+
+
+def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress) -> dict:
+    from compressors.evo import EvoCompConfig, EvoCompressor, default_evo, keep_count, select
+
+    evo = default_evo() if not preset.evo else EvoCompressor(EvoCompConfig(**preset.evo)).eval()
+    cfg = evo.config
+    n_vis, n_txt = preset.visual_tokens, preset.text_tokens
+    v, e, _ = evo.example_inputs(visual_tokens=n_vis, text_tokens=n_txt)
+    mask = torch.ones(1, n_txt, dtype=torch.int32)
+    rng = np.random.default_rng(0)
+    ids = lambda n: rng.integers(0, 1 << 30, n, dtype=np.int64)  # noqa: E731  (reduced mod the LLM vocab)
+
+    vit = parts.VisionTower(preset.vit)
+    patches = (preset.vit.image_size // preset.vit.patch_size) ** 2
+    vit_ms, vit_where = parts.time_module(vit, vit.example(), repeats, runner, {"name": "vit", **asdict(preset.vit)},
+                                          ["pixels"])
+    evo_key = {"name": "evo", **asdict(cfg), "n": n_vis, "t": n_txt}
+    evo_fwd_ms, evo_where = parts.time_module(evo, (v, e, mask), repeats, runner, evo_key,
+                                              ["visual_tokens", "text_embeds", "text_mask"])
+    with torch.no_grad():
+        logits = evo(v, e, mask)
+    full_ms = prefill(ids(n_vis + n_txt))
+    progress(f"vision: ViT {vit_ms:.0f} ms, EvoComp forward {evo_fwd_ms:.1f} ms, full prefill {full_ms:.0f} ms")
+    rows = []
+    for ratio in ratios:
+        # host-side selection (top-k + gather of the kept tokens), timed here on every device
+        sel_ms = parts.median_ms(lambda: torch.gather(v, 1, torch.as_tensor(select(logits, ratio=ratio))[..., None]
+                                                      .expand(-1, -1, v.shape[-1])), repeats)
+        kept = keep_count(n_vis, ratio=ratio)
+        pre_ms = prefill(ids(kept + n_txt))
+        comp_ms = evo_fwd_ms + sel_ms
+        rows.append({"target_ratio": ratio, "visual_kept": kept, "tokens_in": n_vis + n_txt, "tokens_out": kept + n_txt,
+                     "evo_ms": comp_ms, "prefill_ms": pre_ms, "prefill_speedup": full_ms / (comp_ms + pre_ms),
+                     "ttft_full_ms": vit_ms + full_ms, "ttft_ms": vit_ms + comp_ms + pre_ms,
+                     "ttft_speedup": (vit_ms + full_ms) / (vit_ms + comp_ms + pre_ms)})
+        progress(f"vision {ratio}x: EvoComp {comp_ms:.1f} ms + prefill {pre_ms:.0f} ms -> "
+                 f"{rows[-1]['prefill_speedup']:.2f}x prefill, {rows[-1]['ttft_speedup']:.2f}x TTFT")
+    return {"visual_tokens": n_vis, "text_tokens": n_txt, "vit_ms": vit_ms, "vit_where": vit_where,
+            "vit_patches": patches, "evo_where": evo_where, "evo_config": asdict(cfg), "full_prefill_ms": full_ms,
+            "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ratios = []
+    if not ratios or any(not math.isfinite(r) or r < 1 for r in ratios):
+        raise ValueError(f"--ratios {text!r}: give comma-separated numbers >= 1, e.g. 1,2,3,4,5")
+    return ratios
+
+
+def run(args, progress=print) -> dict:
+    preset = PRESETS[args.preset]
+    ratios, vision_ratios = parse_ratios(args.ratios), parse_ratios(args.vision_ratios)
+    remote = args.device != "local"
+    device = device_from_spec(args.device)
+    load_before = machine_load()
+    try:
+        runner = DeviceRunner(device, threads=args.threads) if remote else None
+        if args.eager_llm:
+            llm = {"name": args.llm, "quant": "fp32", "runtime": "eager PyTorch fallback", **asdict(LLM_SHAPES[args.llm])}
+        elif args.llm_pte:
+            pte, llm = args.llm_pte, {"pte": os.path.abspath(args.llm_pte), "shape": "given by --llm-pte"}
+        else:
+            need = max(args.prompt_tokens, preset.visual_tokens + preset.text_tokens) + 1
+            cfg = LLMExport(LLM_SHAPES[args.llm], args.quant, 64 * math.ceil(need / 64), custom_sdpa=not remote)
+            pte = ensure_llm(cfg, log=progress)
+            llm = {"name": args.llm, "quant": args.quant, **asdict(cfg), "pte": str(pte)}
+        if args.eager_llm:
+            prefill = parts.EagerPrefill(LLM_SHAPES[args.llm], args.repeats)
+        elif remote:
+            prefill = parts.DevicePrefill(runner, pte, args.repeats)
+        else:
+            prefill = parts.LocalPrefill(pte, args.repeats)
+        compressors = make_compressors(preset, runner, args.repeats)
+        tokenizer = compressors["minilm"].tokenizer
+        prompt, source = build_prompt(tokenizer, args.prompt_tokens)
+        text = text_bench(compressors, prefill, tokenizer, prompt, ratios, args.repeats, progress)
+        vision = vision_bench(preset, prefill, runner, vision_ratios, args.repeats, progress)
+        info = device.info()
+    finally:
+        if remote:
+            device.cleanup()
+    here = "device " + args.device + " (native runner)" if remote else "host (eager PyTorch)"
+    return {
+        "kind": "e2e_speedup", "device": args.device, "device_info": info, "preset": args.preset, "llm": llm,
+        "repeats": args.repeats, "prompt_source": source, "machine_load": {"before": load_before, "after": machine_load()},
+        "compressors": compressor_info(preset),
+        "timed_where": {
+            "llm_prefill": prefill.where,
+            "moos_forward": here,
+            "moos_tokenize_and_word_selection": "host (Python, compressors/moos.py)",
+            "evo_forward": vision["evo_where"], "evo_topk_and_gather": "host (PyTorch)",
+            "vit": vision["vit_where"]},
+        "notes": [
+            "LLM token counts use the compressor's WordPiece tokenizer as the LLM tokenizer (no LLM tokenizer "
+            "ships offline); ids are reduced modulo the LLM vocabulary: prefill time depends only on the count.",
+            "The LLM .pte takes token ids only, so the vision prefill feeds the same NUMBER of token ids as there "
+            "are visual + text tokens (embedding lookup instead of projector output: same transformer work).",
+            "TTFT = ViT + (EvoComp) + prefill; the projector and the first decode step are left out (small).",
+            "Random weights everywhere" + ("" if preset.minilm_scorer else
+                                            " except the MiniLM encoder of the default compressor") + "."],
+        "text": text, "vision": vision,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="local", help="local or adb:SERIAL")
+    ap.add_argument("--llm", default="135m", choices=sorted(LLM_SHAPES))
+    ap.add_argument("--quant", default="fp32", choices=QUANTS)
+    ap.add_argument("--llm-pte", default=None, help="use this decoder .pte (forward(tokens[1,N], input_pos[1]))")
+    ap.add_argument("--eager-llm", action="store_true",
+                    help="fallback: time the LLM prefill in eager PyTorch on this machine (no .pte; local only)")
+    ap.add_argument("--ratios", default="1,2,3,4,5")
+    ap.add_argument("--vision-ratios", default="2,3,4")
+    ap.add_argument("--prompt-tokens", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per figure (median quoted)")
+    ap.add_argument("--threads", type=int, default=None, help="runner thread pool size on an adb device")
+    ap.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    ap.add_argument("--out", default=None, help="output stem (default bench_results/e2e-<device>-<llm>-<quant>)")
+    args = ap.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # load reports of the random-weight models are expected noise
+    if args.prompt_tokens < 8 or args.repeats < 1:
+        print("error: --prompt-tokens must be >= 8 and --repeats >= 1", file=sys.stderr)
+        return 2
+    if args.eager_llm and args.device != "local":
+        print("error: --eager-llm times PyTorch on this machine: use it with --device local", file=sys.stderr)
+        return 2
+    if args.llm_pte and not os.path.isfile(args.llm_pte):
+        print(f"error: --llm-pte {args.llm_pte}: no such file", file=sys.stderr)
+        return 2
+    try:
+        result = run(args)
+    except (ValueError, DeviceError, RunnerFailed, RuntimeError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    stem = args.out or os.path.join("bench_results", f"e2e-{args.device.replace(':', '_')}-{args.llm}-{args.quant}")
+    md = markdown(result, os.path.basename(stem) + ".png")
+    plot(result, stem + ".png")
+    paths = write_report(stem, result, md)
+    print(md)
+    print(f"wrote {paths[0]}, {paths[1]} and {stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

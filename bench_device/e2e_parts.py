@@ -1,0 +1,246 @@
+"""The timed pieces of the end-to-end benchmark (bench_device.e2e): LLM prefill, compressor forwards and the
+vision encoder, each timed on this machine or on an adb device through the native runner.
+
+Where things run:
+- local: LLM prefill through the ExecuTorch Python runtime (the .pte with ExecuTorch's fused custom SDPA);
+  MOOSComp and EvoComp forwards, and the ViT, in eager PyTorch; tokenization and word selection in Python.
+- adb: LLM prefill, the MOOSComp / EvoComp / ViT forwards run on the device through the native runner (.pte
+  files exported here, without custom ops, which the runner cannot load); tokenization, word selection and
+  top-k stay on this host (issue 6 moves them into the runner's pipeline mode).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .device_runner import DeviceRunner, latency_ms
+from .llm_export import cache_root
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+# ------------------------------------------------------------------------------------------- LLM prefill
+def pte_vocab(pte: str | os.PathLike) -> int:
+    """The vocabulary of an LLM .pte: the last dim of its logits (readable without loading any kernels)."""
+    from executorch.runtime import Runtime
+
+    return int(Runtime.get().load_program(Path(pte)).metadata("forward").output_tensor_meta(0).sizes()[-1])
+
+
+class Prefill:
+    """Median ms of one prefill forward of N token ids. Time depends only on N (ids are reduced modulo the
+    vocabulary), so each N is timed once: both compressors usually keep the same number of tokens."""
+
+    where = ""
+
+    def __init__(self, vocab: int, repeats: int):
+        self.vocab, self.repeats, self._memo = vocab, repeats, {}
+
+    def __call__(self, ids: np.ndarray) -> float:
+        if len(ids) not in self._memo:
+            self._memo[len(ids)] = self._time((ids.astype(np.int64) % self.vocab)[None])
+        return self._memo[len(ids)]
+
+
+class LocalPrefill(Prefill):
+    """forward(tokens [1, N] int64, input_pos [1] int64) through executorch.runtime on this machine."""
+
+    where = "host (ExecuTorch Python runtime)"
+
+    def __init__(self, pte, repeats: int):
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama::custom_sdpa)
+        from executorch.runtime import Runtime
+
+        super().__init__(pte_vocab(pte), repeats)
+        self.method = Runtime.get().load_program(Path(pte)).load_method("forward")
+
+    def _time(self, tokens: np.ndarray) -> float:
+        tokens, pos = torch.from_numpy(tokens), torch.zeros(1, dtype=torch.int64)
+        return median_ms(lambda: self.method.execute([tokens, pos]), self.repeats)
+
+
+class DevicePrefill(Prefill):
+    """The same call on the device: the runner's median of `repeats` timed calls after one warm-up."""
+
+    def __init__(self, runner: DeviceRunner, pte, repeats: int):
+        super().__init__(pte_vocab(pte), repeats)
+        self.runner, self.pte = runner, pte
+        self.where = f"device {runner.device.name} (native runner)"
+
+    def _time(self, tokens: np.ndarray) -> float:
+        r = self.runner.run(self.pte, {0: tokens, 1: np.zeros(1, dtype=np.int64)}, iters=self.repeats, warmup=1)
+        return latency_ms(r)
+
+
+class EagerPrefill(Prefill):
+    """Fallback when no .pte of the LLM can be exported here: the same shape as a transformers
+    LlamaForCausalLM (random weights, SDPA attention) in eager PyTorch on this machine, last-token logits."""
+
+    where = "host (EAGER PyTorch fallback: transformers LlamaForCausalLM, SDPA; not ExecuTorch)"
+
+    def __init__(self, shape, repeats: int):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        super().__init__(shape.vocab_size, repeats)
+        cfg = LlamaConfig(vocab_size=shape.vocab_size, hidden_size=shape.dim, intermediate_size=shape.hidden_dim,
+                          num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+                          num_key_value_heads=shape.n_kv_heads, rope_theta=shape.rope_theta,
+                          max_position_embeddings=4096, attn_implementation="sdpa")
+        torch.manual_seed(0)
+        self.model = LlamaForCausalLM(cfg).eval()
+
+    @torch.no_grad()
+    def _time(self, tokens: np.ndarray) -> float:
+        ids = torch.from_numpy(tokens)
+        return median_ms(lambda: self.model(input_ids=ids, use_cache=False, logits_to_keep=1), self.repeats)
+
+
+# ------------------------------------------------------------------------------------------- model shapes
+@dataclass(frozen=True)
+class BertShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class VitShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    image_size: int
+    patch_size: int
+
+
+MBERT_BASE = BertShape(layers=12, hidden=768, heads=12, intermediate=3072, vocab=119547 + 100)  # + [NEW0..99]
+SIGLIP_BASE_336 = VitShape(layers=12, hidden=768, heads=12, intermediate=3072, image_size=336, patch_size=14)
+
+
+def random_bert_scorer(shape: BertShape, seed: int = 0):
+    """A TokenScorer of the given BERT shape with random weights (speed does not depend on the weights)."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    from compressors.moos_scorer import TokenScorer
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                     num_attention_heads=shape.heads, intermediate_size=shape.intermediate, num_labels=2,
+                     attn_implementation="sdpa")
+    model = BertForTokenClassification(cfg).eval()
+    return TokenScorer(model, with_outlier=True)
+
+
+class VisionTower(torch.nn.Module):
+    """A SigLIP-shaped ViT: pixels [1, 3, H, W] -> patch features [1, (H/p)^2, hidden]."""
+
+    def __init__(self, shape: VitShape, seed: int = 0):
+        super().__init__()
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        torch.manual_seed(seed)
+        cfg = SiglipVisionConfig(hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                                 num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                                 image_size=shape.image_size, patch_size=shape.patch_size,
+                                 attn_implementation="eager")  # SDPA would not delegate (toolchain.md pitfall 1)
+        self.vit = SiglipVisionModel(cfg).eval()
+        self.shape = shape
+
+    def forward(self, pixels):
+        return self.vit(pixel_values=pixels).last_hidden_state
+
+    def example(self):
+        s = self.shape.image_size
+        return (torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)),)
+
+
+# ------------------------------------------------------------------------------------------- forwards on a device
+def export_cached(module: torch.nn.Module, example: tuple, names: list[str], outputs: list[str], key: dict,
+                  dynamic_shapes=None) -> Path:
+    """An fp32 XNNPACK .pte of `module`, cached under the compkit cache by `key` (shape + seed + inputs)."""
+    from export.executorch_xnnpack import export
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_root().parent / "e2e" / f"{key.get('name', 'model')}-{digest}.pte"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export(module, example, names, outputs, "fp32", str(path), dynamic_shapes=dynamic_shapes)
+    return path
+
+
+class DeviceTokenScorer:
+    """A MOOSComp scorer whose model runs on the device: one runner call per window at its real length (no
+    padding), keep probabilities pulled back. Windows repeat across rates, so each is run once and its
+    device time is replayed; `device_ms` accumulates the device forward time of every call."""
+
+    seq_lens = None
+
+    def __init__(self, runner: DeviceRunner, pte, repeats: int):
+        self.runner, self.pte, self.repeats = runner, pte, repeats
+        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray, float]] = {}
+        self.device_ms = self.wall_ms = 0.0
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        out = self._call(input_ids, attention_mask)
+        self.wall_ms += (time.perf_counter() - t0) * 1e3
+        return out
+
+    def _call(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        keep = np.zeros(input_ids.shape, np.float32)
+        z = np.zeros(input_ids.shape, np.float32)
+        for row in range(input_ids.shape[0]):
+            n = int(attention_mask[row].sum())
+            ids = np.ascontiguousarray(input_ids[row : row + 1, :n], dtype=np.int32)
+            key = ids.tobytes()
+            if key not in self._cache:
+                r = self.runner.run(self.pte, {0: ids, 1: np.ones_like(ids)}, iters=self.repeats, warmup=1,
+                                    outputs=True)
+                k, oz = r["output_arrays"][:2]
+                self._cache[key] = (k.reshape(-1), oz.reshape(-1), latency_ms(r))
+            k, oz, ms = self._cache[key]
+            keep[row, :n], z[row, :n] = k, oz
+            self.device_ms += ms
+        return {"keep_prob": keep, "outlier_z": z}
+
+
+def scorer_pte(scorer_module, name: str, shape_key: dict) -> Path:
+    """The MOOSComp scorer exported with a dynamic sequence length (batch 1), for the device."""
+    module = scorer_module.for_export()
+    seq = torch.export.Dim("seq", min=2, max=512)
+    example = (torch.randint(100, 1000, (1, 64), dtype=torch.int32), torch.ones(1, 64, dtype=torch.int32))
+    return export_cached(module, example, ["input_ids", "attention_mask"], list(module.output_names),
+                         {"name": name, **shape_key}, dynamic_shapes=({1: seq}, {1: seq}))
+
+
+def time_module(module, example: tuple, repeats: int, runner: DeviceRunner | None, key: dict,
+                names: list[str]) -> tuple[float, str]:
+    """(median ms, where) of one forward: eager here, or the cached .pte on the device."""
+    if runner is None:
+        with torch.no_grad():
+            return median_ms(lambda: module(*example), repeats), "host (eager PyTorch)"
+    pte = export_cached(module, example, names, ["out"], key)
+    inputs = {i: x.numpy() for i, x in enumerate(example)}
+    return latency_ms(runner.run(pte, inputs, iters=repeats, warmup=1)), f"device {runner.device.name} (native runner)"
+
+
+def shapes_json(*shapes) -> list[dict]:
+    return [asdict(s) for s in shapes]

@@ -1,0 +1,162 @@
+"""Benchmark every enabled artifact of a build folder on a device.
+
+    python -m bench_device.run --device local|adb:SERIAL --build BUILD_DIR [--iters 20] [--warmup 3] [--out STEM]
+
+ExecuTorch .pte (XNNPACK) runs through the native runner on the device; ONNX runs through onnxruntime on
+this machine only (compkit ships no onnxruntime binary for phones: on adb it is reported "not on device");
+CoreML (.mlpackage, CoreML-delegated .pte) is skipped with the reason. Writes STEM.json and STEM.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from tqdm import tqdm
+
+from .devices import DeviceError, device_from_spec
+from .device_runner import DeviceRunner, RunnerFailed, latency_ms
+from .report import write_report
+
+
+def machine_load() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def skip_reason(artifact: dict, remote: bool) -> str | None:
+    backend = artifact["backend"]
+    if backend == "coreml":
+        return "CoreML .mlpackage runs on macOS/iOS only"
+    if backend == "etcoreml":
+        return "CoreML-delegated .pte needs the CoreML backend (iOS/macOS ExecuTorch build)"
+    if backend == "onnx" and remote:
+        return "not on device: compkit has no onnxruntime runner for phones (timed only with --device local)"
+    if backend not in ("xnnpack", "onnx"):
+        return f"unknown backend {backend!r}"
+    return None
+
+
+def bench_pte(runner: DeviceRunner, path: str, artifact: dict, iters: int, warmup: int) -> dict:
+    names = list(artifact["input_spec"])
+    ones = [i for i, n in enumerate(names) if "mask" in n]  # masks all ones: every token real
+    r = runner.run(path, ones=ones, iters=iters, warmup=warmup)
+    return {"runtime": "compkit_runner (ExecuTorch)", "median_ms": latency_ms(r),
+            "avg_ms": r["avg_inference_latency(ms)"], "trimmean_ms": r["trimmean_inference_latency(ms)"],
+            "load_ms": r["model_load_time(ms)"], "peak_rss_kb": r["peak_rss_kb"], "threads": r.get("threads"),
+            "iterations_ms": r["iterations_ms"]}
+
+
+def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
+    from runtime_py.runners import load_runner
+
+    t0 = time.perf_counter()
+    runner = load_runner(build_dir, artifact)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    inputs = runner.example_inputs()
+    for _ in range(warmup):
+        runner.run(inputs)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        runner.run(inputs)
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    trim = times[len(times) // 10: len(times) - len(times) // 10] or times
+    return {"runtime": "onnxruntime (host CPU)", "median_ms": times[len(times) // 2], "avg_ms": sum(times) / len(times),
+            "trimmean_ms": sum(trim) / len(trim), "load_ms": load_ms, "peak_rss_kb": None, "threads": None,
+            "iterations_ms": times}
+
+
+def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runner_binary=None) -> dict:
+    from runtime_py.manifest import read_manifest
+
+    manifest = read_manifest(build_dir)
+    device = device_from_spec(device_spec)
+    remote = device_spec != "local"
+    rows, runner = [], None
+    try:
+        todo = [a for a in manifest["artifacts"] if a.get("enabled", True)]
+        for a in tqdm(todo, desc=f"artifacts on {device.name}", unit="artifact"):
+            row = {k: a.get(k) for k in ("file", "model", "backend", "quant", "bucket")}
+            reason = skip_reason(a, remote)
+            path = os.path.join(build_dir, a["file"])
+            if reason is None and not os.path.exists(path):
+                reason = "file missing from the build folder"
+            if reason:
+                rows.append({**row, "status": "skipped", "reason": reason})
+                continue
+            try:
+                if a["backend"] == "onnx":
+                    row.update(bench_onnx(build_dir, a, iters, warmup))
+                else:
+                    runner = runner or DeviceRunner(device, runner_binary)
+                    row.update(bench_pte(runner, path, a, iters, warmup))
+                rows.append({**row, "status": "ok", "reason": None})
+            except (RunnerFailed, ValueError, RuntimeError) as e:
+                rows.append({**row, "status": "error", "reason": " ".join(str(e).split())})
+        info = device.info()
+    finally:
+        if remote:
+            device.cleanup()
+    skipped = [a for a in manifest["artifacts"] if not a.get("enabled", True)]
+    return {"kind": "artifact_benchmark", "device": device_spec, "device_info": info,
+            "build": os.path.abspath(build_dir), "manifest_created": manifest.get("created"),
+            "iters": iters, "warmup": warmup, "machine_load": machine_load(),
+            "timed_where": {"xnnpack .pte": "on the device, by the native runner",
+                            "onnx": "on this machine, onnxruntime CPU (never on an adb device)"},
+            "artifacts": rows,
+            "disabled_in_manifest": [{"file": a["file"], "reason": a.get("disabled_reason")} for a in skipped]}
+
+
+def markdown(result: dict) -> str:
+    info = result["device_info"]
+    lines = [f"# Artifact benchmark: {result['device']} ({info.get('model')}, {info.get('soc')}, {info.get('cores')} cores)",
+             "", f"Build `{result['build']}`; {result['iters']} timed runs after {result['warmup']} warm-up; "
+             f"load average at the end: {result['machine_load']}.", "",
+             "| artifact | model | backend | quant | runtime | median ms | mean ms | load ms | peak RSS MB | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["artifacts"]:
+        if r["status"] == "ok":
+            rss = f"{r['peak_rss_kb'] / 1024:.0f}" if r.get("peak_rss_kb") else "-"
+            lines.append(f"| {r['file']} | {r['model']} | {r['backend']} | {r['quant']} | {r['runtime']} | "
+                         f"{r['median_ms']:.2f} | {r['avg_ms']:.2f} | {r['load_ms']:.0f} | {rss} | |")
+        else:
+            lines.append(f"| {r['file']} | {r['model']} | {r['backend']} | {r['quant']} | - | - | - | - | - | "
+                         f"{r['status']}: {r['reason']} |")
+    for d in result["disabled_in_manifest"]:
+        lines.append(f"| {d['file']} | | | | - | - | - | - | - | disabled in the manifest: {d['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="local", help="local or adb:SERIAL")
+    ap.add_argument("--build", required=True, help="a build folder written by `python -m export.build`")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", default=None, help="output stem (default bench_results/artifacts-<device>)")
+    args = ap.parse_args(argv)
+    if args.iters < 1 or args.warmup < 0:
+        print("error: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+    from runtime_py.manifest import ManifestError
+
+    try:
+        result = run(args.device, args.build, args.iters, args.warmup)
+    except (ManifestError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stem = args.out or os.path.join("bench_results", "artifacts-" + args.device.replace(":", "_"))
+    md = markdown(result)
+    paths = write_report(stem, result, md)
+    print(md)
+    print("wrote " + " and ".join(paths))
+    return 1 if any(r["status"] == "error" for r in result["artifacts"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
