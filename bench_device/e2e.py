@@ -110,17 +110,24 @@ def compressor_info(preset: Preset) -> dict:
 def time_compression(comp, prompt: str, rate: float, repeats: int) -> tuple[float, dict]:
     """Median ms of compress_prompt; with a device scorer, host time outside the scorer plus device forward time."""
     scorer = comp.scorer
-    times, result = [], None
+    times, cpus, result = [], [], None
     for i in range(repeats + 1):  # the first call warms caches (and runs the device forwards once)
         device_ms0, wall_ms0 = getattr(scorer, "device_ms", 0.0), getattr(scorer, "wall_ms", 0.0)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = comp.compress_prompt(prompt, rate=rate)
-        ms = (time.perf_counter() - t) * 1e3
+        ms, cpu = (time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3
         if hasattr(scorer, "device_ms"):
             ms += (scorer.device_ms - device_ms0) - (scorer.wall_ms - wall_ms0)
+            cpu = None  # the forward ran on the device
         if i:
-            times.append(ms)
-    return float(np.median(times)), result
+            times.append(ms), cpus.append(cpu)
+    return parts.Ms(float(np.median(times)), None if None in cpus else float(np.median(cpus))), result
+
+
+def cpu_speedup(full, *parts_) -> float | None:
+    """full / sum(parts) in CPU time, or None when any part was not timed in this process."""
+    cpus = [parts.cpu_of(x) for x in (full, *parts_)]
+    return None if None in cpus else cpus[0] / sum(cpus[1:])
 
 
 def text_bench(compressors: dict, prefill, tokenizer, prompt: str, ratios, repeats: int, progress) -> dict:
@@ -136,10 +143,13 @@ def text_bench(compressors: dict, prefill, tokenizer, prompt: str, ratios, repea
             rows.append({"compressor": name, "target_ratio": ratio, "tokens_in": len(full_ids), "tokens_out": len(ids),
                          "achieved_ratio": len(full_ids) / max(1, len(ids)), "compress_ms": comp_ms,
                          "prefill_ms": pre_ms, "total_ms": comp_ms + pre_ms, "speedup": full_ms / (comp_ms + pre_ms),
-                         "prefill_only_speedup": full_ms / pre_ms})
+                         "prefill_only_speedup": full_ms / pre_ms,
+                         "cpu": {"compress_ms": parts.cpu_of(comp_ms), "prefill_ms": parts.cpu_of(pre_ms),
+                                 "speedup": cpu_speedup(full_ms, comp_ms, pre_ms)}})
             progress(f"text {name} {ratio}x: compress {comp_ms:.0f} ms + prefill {pre_ms:.0f} ms "
                      f"-> {rows[-1]['speedup']:.2f}x")
-    return {"full_prefill_ms": full_ms, "tokens": len(full_ids), "rows": rows}
+    return {"full_prefill_ms": full_ms, "full_prefill_cpu_ms": parts.cpu_of(full_ms), "tokens": len(full_ids),
+            "rows": rows}
 
 
 def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress) -> dict:
@@ -171,16 +181,25 @@ def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress
                                                       .expand(-1, -1, v.shape[-1])), repeats)
         kept = keep_count(n_vis, ratio=ratio)
         pre_ms = prefill(ids(kept + n_txt))
-        comp_ms = evo_fwd_ms + sel_ms
+        comp_ms = parts.Ms(evo_fwd_ms + sel_ms, None if parts.cpu_of(evo_fwd_ms) is None else evo_fwd_ms.cpu + sel_ms.cpu)
         rows.append({"target_ratio": ratio, "visual_kept": kept, "tokens_in": n_vis + n_txt, "tokens_out": kept + n_txt,
                      "evo_ms": comp_ms, "prefill_ms": pre_ms, "prefill_speedup": full_ms / (comp_ms + pre_ms),
                      "ttft_full_ms": vit_ms + full_ms, "ttft_ms": vit_ms + comp_ms + pre_ms,
-                     "ttft_speedup": (vit_ms + full_ms) / (vit_ms + comp_ms + pre_ms)})
+                     "ttft_speedup": (vit_ms + full_ms) / (vit_ms + comp_ms + pre_ms),
+                     "cpu": {"evo_ms": parts.cpu_of(comp_ms), "prefill_ms": parts.cpu_of(pre_ms),
+                             "prefill_speedup": cpu_speedup(full_ms, comp_ms, pre_ms),
+                             "ttft_speedup": cpu_ttft_speedup(vit_ms, full_ms, comp_ms, pre_ms)}})
         progress(f"vision {ratio}x: EvoComp {comp_ms:.1f} ms + prefill {pre_ms:.0f} ms -> "
                  f"{rows[-1]['prefill_speedup']:.2f}x prefill, {rows[-1]['ttft_speedup']:.2f}x TTFT")
-    return {"visual_tokens": n_vis, "text_tokens": n_txt, "vit_ms": vit_ms, "vit_where": vit_where,
+    return {"visual_tokens": n_vis, "text_tokens": n_txt, "vit_ms": vit_ms, "vit_cpu_ms": parts.cpu_of(vit_ms),
+            "full_prefill_cpu_ms": parts.cpu_of(full_ms), "vit_where": vit_where,
             "vit_patches": patches, "evo_where": evo_where, "evo_config": asdict(cfg), "full_prefill_ms": full_ms,
             "rows": rows}
+
+
+def cpu_ttft_speedup(vit, full, comp, pre) -> float | None:
+    cpus = [parts.cpu_of(x) for x in (vit, full, comp, pre)]
+    return None if None in cpus else (cpus[0] + cpus[1]) / (cpus[0] + cpus[2] + cpus[3])
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -24,15 +24,31 @@ from .device_runner import DeviceRunner, latency_ms
 from .llm_export import cache_root
 
 
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+class Ms(float):
+    """A median wall time in ms that also carries the median CPU time of this process over the same calls
+    (`cpu`, None when the work ran elsewhere). Other processes on shared cores stretch wall time, not the
+    CPU time a computation needs, so speedups from CPU time are the load-robust cross-check."""
+
+    def __new__(cls, wall: float, cpu: float | None = None):
+        obj = super().__new__(cls, wall)
+        obj.cpu = cpu
+        return obj
+
+
+def cpu_of(x) -> float | None:
+    return getattr(x, "cpu", None)
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> Ms:
     for _ in range(warmup):
         fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        walls.append((time.perf_counter() - t) * 1e3)
+        cpus.append((time.process_time() - c) * 1e3)
+    return Ms(float(np.median(walls)), float(np.median(cpus)))
 
 
 # ------------------------------------------------------------------------------------------- LLM prefill
@@ -85,7 +101,7 @@ class DevicePrefill(Prefill):
 
     def _time(self, tokens: np.ndarray) -> float:
         r = self.runner.run(self.pte, {0: tokens, 1: np.zeros(1, dtype=np.int64)}, iters=self.repeats, warmup=1)
-        return latency_ms(r)
+        return Ms(latency_ms(r))
 
 
 class EagerPrefill(Prefill):
@@ -239,7 +255,7 @@ def time_module(module, example: tuple, repeats: int, runner: DeviceRunner | Non
             return median_ms(lambda: module(*example), repeats), "host (eager PyTorch)"
     pte = export_cached(module, example, names, ["out"], key)
     inputs = {i: x.numpy() for i, x in enumerate(example)}
-    return latency_ms(runner.run(pte, inputs, iters=repeats, warmup=1)), f"device {runner.device.name} (native runner)"
+    return Ms(latency_ms(runner.run(pte, inputs, iters=repeats, warmup=1))), f"device {runner.device.name} (native runner)"
 
 
 def shapes_json(*shapes) -> list[dict]:
