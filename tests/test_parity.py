@@ -173,3 +173,14 @@ def test_corpus_readers(tmp_path):
     assert len(sets) == 3 and sets[0]["visual_tokens"].shape == (36, 32) and sets[0]["text_mask"].shape == (8,)
     assert not np.array_equal(sets[0]["visual_tokens"], sets[1]["visual_tokens"])
     assert np.array_equal(sets[2]["text_embeds"], corpus.evo_token_sets(36, 32, 8, 24, count=3, grid=(6, 6))[2]["text_embeds"])
+
+
+def test_topk_swaps_within_numeric_error_are_ties():
+    ref = np.array([0.9, 0.5, 0.30001, 0.3, 0.1], np.float32)
+    got = ref + np.array([0, 0, -2e-5, 2e-5, 0], np.float32)  # the 3rd and 4th swap: a tie fp32 noise decides
+    i_ref, i_got = np.array([0, 1, 2]), np.array([0, 1, 3])
+    assert parity.iou_beyond_ties(ref, got, i_ref, i_got) == 1.0
+    far = ref.copy()
+    far[3] = 0.2  # same scores, yet a token ranked well below the boundary is kept: not a tie
+    assert parity.iou_beyond_ties(far, far, i_ref, i_got) == pytest.approx(2 / 4)
+    assert parity.iou_beyond_ties(ref, ref, i_ref, i_ref) == 1.0
