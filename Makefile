@@ -20,6 +20,7 @@ build: $(STAMP)
 
 test: $(STAMP)
 	command -v adb >/dev/null || (apt-get update -qq && apt-get install -y -qq adb)
+	dpkg -s nlohmann-json3-dev libutf8proc-dev libgtest-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nlohmann-json3-dev libutf8proc-dev libgtest-dev)
 	$(PY) -m pytest -q -ra
 
 clean:

@@ -125,6 +125,7 @@ class ModelJob:
     example: callable  # bucket -> example inputs tuple
     calibration: callable  # bucket -> list of input tuples
     tokenizer: object = None
+    source: object = None  # the MOOSCompressor / EvoCompressor, for the shared test vectors
 
 
 def load_moos(path, seq_lens) -> ModelJob:
@@ -149,7 +150,7 @@ def load_moos(path, seq_lens) -> ModelJob:
             "buckets": list(seq_lens)}
     return ModelJob("moos", module, list(moos_scorer.INPUT_NAMES), list(module.output_names), info,
                     example=lambda b: moos_scorer.example_inputs(b, vocab_size=vocab),
-                    calibration=lambda b: moos_calibration(comp, b), tokenizer=comp.tokenizer)
+                    calibration=lambda b: moos_calibration(comp, b), tokenizer=comp.tokenizer, source=comp)
 
 
 def load_evo(path, visual_tokens) -> ModelJob:
@@ -171,7 +172,7 @@ def load_evo(path, visual_tokens) -> ModelJob:
     grid = tuple(cfg.grid) if visual_tokens == cfg.max_visual_tokens else None
     return ModelJob("evo", model.eval(), list(EvoCompressor.INPUT_NAMES), list(EvoCompressor.OUTPUT_NAMES), info,
                     example=lambda b: evo_token_set(visual_tokens, cfg.visual_dim, cfg.max_text_tokens, cfg.text_dim, 0, grid),
-                    calibration=lambda b: evo_calibration(cfg, visual_tokens))
+                    calibration=lambda b: evo_calibration(cfg, visual_tokens), source=model)
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -239,6 +240,23 @@ def save_tokenizer(tokenizer, out_dir) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def write_shared_vectors(jobs, out_dir) -> None:
+    """vectors.json: the Python reference's token ids, probabilities and compressed texts, which the native
+    core (runtime_cpp) and the demo apps' device tests must reproduce (docs/RUNTIME_CPP.md)."""
+    import torch
+
+    from export.vectors import write_vectors
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # windows run one at a time; more threads only contend (measured 8x slower loaded)
+    try:
+        evo = jobs["evo"].source if "evo" in jobs else None
+        write_vectors(jobs["moos"].source, evo, os.path.join(out_dir, "vectors.json"), max_sentences=120)
+    finally:
+        torch.set_num_threads(threads)
+    print("wrote vectors.json (shared test vectors for runtime_cpp and the demo apps)", flush=True)
+
+
 def write_manifest(out_dir, manifest) -> None:
     write_bytes(os.path.join(out_dir, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
 
@@ -261,7 +279,7 @@ def summary_table(manifest) -> str:
     rows = [("artifact", "size", "latency", "parity", "enabled")]
     for a in manifest["artifacts"]:
         parity = a.get("parity")
-        verdict = "-" if not parity else ("pass" if parity.get("passed", a.get("enabled")) else "FAIL")
+        verdict = "-" if not parity else {"pass": "pass", "failed": "FAIL"}.get(parity.get("status"), parity.get("status", "-"))
         lat = a.get("latency_ms")
         lat = "-" if lat is None else f"{lat['median'] if isinstance(lat, dict) else lat:.1f} ms"
         enabled = "yes" if a.get("enabled") else f"no ({a.get('disabled_reason') or ''})"[:70]
@@ -302,6 +320,8 @@ def build(args) -> int:
             manifest["artifacts"].append(build_artifact(jobs[recipe.model], recipe, bucket, args.out, bar))
             bar.update(bar.total - bar.n)  # backends run 2-4 of the steps
         write_manifest(args.out, manifest)  # after every artifact, so an interrupted build is still readable
+    if "moos" in jobs:
+        write_shared_vectors(jobs, args.out)
     export_seconds = time.perf_counter() - started
     manifest["export_seconds"] = round(export_seconds, 1)
     write_manifest(args.out, manifest)

@@ -324,10 +324,13 @@ def test_cli_android_end_to_end(bert_dir, evo_dir, tmp_path):
     r = run_cli("--target", "android", "--moos-checkpoint", bert_dir, "--evo-checkpoint", evo_dir,
                 "--quant", "fp32,int8dyn", "--seq-lens", "32", "--visual-tokens", "36", "--out", out, "--allow-disabled")
     assert r.returncode == 0, r.stderr[-3000:]
-    expected = ["moos_xnnpack_fp32_32.pte", "moos_xnnpack_int8dyn_32.pte", "moos_onnx_fp32_32.onnx",
-                "moos_onnx_int8dyn_32.onnx", "evo_xnnpack_fp32.pte", "evo_xnnpack_int8dyn.pte", "evo_onnx_fp32.onnx",
+    expected = ["moos_xnnpack_int8dyn_32.pte", "moos_xnnpack_fp32_32.pte", "moos_onnx_fp32_32.onnx",
+                "moos_onnx_int8dyn_32.onnx", "evo_xnnpack_int8dyn.pte", "evo_xnnpack_fp32.pte", "evo_onnx_fp32.onnx",
                 "evo_onnx_int8dyn.onnx"]
     m = check_manifest(out, "android", expected)
+    with open(os.path.join(out, "vectors.json"), encoding="utf-8") as f:  # shared vectors for runtime_cpp
+        vectors = json.load(f)
+    assert vectors["family"] == "wordpiece" and vectors["compress"] and vectors["evo"]
     assert m["models"]["moos"]["provenance"] == f"checkpoint {os.path.abspath(bert_dir)}"
     assert m["models"]["moos"]["checkpoint_sha256"] == sha256_path(bert_dir)
     assert m["models"]["moos"]["buckets"] == [32] and m["models"]["evo"]["config"]["visual_dim"] == 32
