@@ -3,21 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from runtime_py.manifest import write_text_atomic
 
 
 def atomic_write(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomic(path, text)
 
 
 def write_report(stem: str, result: dict, markdown: str) -> tuple[str, str]:
