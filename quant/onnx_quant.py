@@ -5,6 +5,9 @@
 Both run onnxruntime's quant_pre_process first with skip_symbolic_shape=True: its symbolic shape inference
 fails on dynamo-exported BERT, and it leaves temp files in the working directory, so it runs inside a temp
 directory (toolchain.md pitfall 7).
+int8dyn leaves two kinds of weight MatMul in float (float_matmuls, measured in docs/EXPORT.md): ORT's dynamic
+quantization scales a whole activation tensor at once, so a MatMul reading a model input with outlier rows
+(EvoComp's visual tokens) loses every ordinary row, and the score heads' output is the decision itself.
 """
 from __future__ import annotations
 
@@ -37,6 +40,38 @@ class _Reader:
         return next(self.feeds, None)
 
 
+SCORE_HEAD_MAX_OUTPUTS = 2
+_PASS_THROUGH = ("Reshape", "Flatten", "Cast", "Identity", "Unsqueeze", "Squeeze")
+
+
+def float_matmuls(model_path: str, max_outputs: int = SCORE_HEAD_MAX_OUTPUTS) -> list[str]:
+    """Names of the weight MatMul/Gemm nodes int8dyn keeps float: score heads (at most `max_outputs` output
+    columns) and projections of a float graph input (through reshapes only)."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False).graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    float_inputs = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def reads_input(name: str) -> bool:
+        while name in producer and producer[name].op_type in _PASS_THROUGH:
+            name = producer[name].input[0]
+        return name in float_inputs
+
+    names = []
+    for n in graph.node:
+        if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2 or n.input[1] not in weights:
+            continue
+        w = weights[n.input[1]]
+        trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+        outputs = w[0] if trans_b else w[-1]
+        if outputs <= max_outputs or reads_input(n.input[0]):
+            names.append(n.name)
+    # quantize_dynamic splits a Gemm into "<name>_MatMul" + Add before it quantizes: exclude both spellings
+    return names + [f"{name}_MatMul" for name in names]
+
+
 def quantize(model_in: str, model_out: str, quant: str, calibration=None, input_names=None) -> None:
     """Write the int8 version of the ONNX file model_in to model_out (both absolute paths)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
@@ -52,7 +87,8 @@ def quantize(model_in: str, model_out: str, quant: str, calibration=None, input_
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(model_in, pre, skip_symbolic_shape=True)
         if quant == "int8dyn":
-            quantize_dynamic(pre, model_out, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(pre, model_out, weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=float_matmuls(pre))
             return
         feeds = [{name: np.asarray(t) for name, t in zip(input_names, inputs)} for inputs in calibration]
         reader = _Reader(feeds)

@@ -221,6 +221,24 @@ def test_onnx_moos_runs_in_onnxruntime(moos, tmp_path, quant):
         assert np.abs(out[0] - ref[0]).max() < tol
 
 
+def test_onnx_int8dyn_keeps_input_projections_and_score_head_float(evo, tmp_path):
+    from quant.onnx_quant import float_matmuls
+
+    example, _ = evo_inputs(evo)
+    path = str(tmp_path / "evo_onnx_fp32.onnx")
+    onnx_export.export(evo, example, evo.INPUT_NAMES, evo.OUTPUT_NAMES, "fp32", path)
+    import onnx
+
+    graph = onnx.load(path).graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    names = set(float_matmuls(path))
+    kept = [n for n in graph.node if n.name in names]
+    # visual_proj and text_proj (read a graph input) and the 1-output head; the encoder's MatMuls stay int8
+    assert len(kept) == 3
+    assert sum(1 for n in kept if min(weights[n.input[1]]) == 1) == 1
+    assert any(n.op_type in ("MatMul", "Gemm") and n.input[1] in weights and n.name not in names for n in graph.node)
+
+
 @pytest.mark.slow
 def test_onnx_evo_int8dyn(evo, tmp_path):
     example, cal = evo_inputs(evo)
