@@ -1,6 +1,7 @@
 """compkit's MOOSComp against llmlingua's LLMLingua-2 on the same checkpoint and the same long prompt.
 
     python -m bench_device.moos_vs_llmlingua [--checkpoint DIR] [--tokens 10000] [--rate 0.33] [--repeats 3]
+                                             [--build BUILD_DIR --artifact xnnpack:int8dyn]
                                              [--out bench_results/moos_vs_llmlingua]
 
 Times the model forward and the rest (tokenize, chunk, merge, threshold) separately for both, checks
@@ -40,6 +41,12 @@ class ForwardClock:
             self.seconds += time.perf_counter() - t0
 
 
+def checkpoint_provenance_differs(build_provenance: str, ours: str) -> bool:
+    if build_provenance == DEMO_PROVENANCE:
+        return not ours.startswith(DEMO_PROVENANCE)
+    return os.path.abspath(build_provenance.removeprefix("checkpoint ")) != ours
+
+
 def long_prompt(tokenizer, n_tokens: int) -> str:
     from compressors.corpus import corpus_texts
 
@@ -65,7 +72,19 @@ def offline_tiktoken(count):
         tiktoken.encoding_for_model = saved
 
 
-def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int) -> dict:
+def artifact_compressor(build_dir: str, spec: str):
+    """compkit's compress_prompt through a build's bucket artifacts of one backend:quant (runtime_py)."""
+    from runtime_py.pipeline import load_build
+
+    backend, _, quant = spec.partition(":")
+    build = load_build(build_dir)
+    arts = [a for a in build.artifacts("moos") if a["backend"] == backend and a["quant"] == quant]
+    if not arts:
+        raise SystemExit(f"error: no moos {backend}:{quant} artifact in {build_dir}; build one with export.build")
+    return build.moos_compressor(arts), build.manifest["models"]["moos"]["provenance"]
+
+
+def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int, build=None, artifact=None) -> dict:
     try:
         from llmlingua import PromptCompressor
     except ImportError:
@@ -91,10 +110,19 @@ def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int) -> dic
         ref.model.forward = ref_forward
         ours_forward = ForwardClock(ours.scorer)
         ours.scorer = ours_forward
-        rows = {"llmlingua": [], "compkit": []}
+        contenders = [("llmlingua", ref, ref_forward), ("compkit", ours, ours_forward)]
+        if build:
+            art, art_provenance = artifact_compressor(build, artifact)
+            if checkpoint_provenance_differs(art_provenance, provenance):
+                raise SystemExit(f"error: the build holds {art_provenance}, the benchmark runs {provenance}: "
+                                 "pass the build's checkpoint with --checkpoint")
+            art_forward = ForwardClock(art.scorer)
+            art.scorer = art_forward
+            contenders.append((f"compkit {artifact}", art, art_forward))
+        rows = {name: [] for name, _, _ in contenders}
         outputs = {}
-        for _ in range(repeats):  # interleaved, so both see the same machine state
-            for name, comp, clock in (("llmlingua", ref, ref_forward), ("compkit", ours, ours_forward)):
+        for _ in range(repeats):  # interleaved, so all see the same machine state
+            for name, comp, clock in contenders:
                 clock.seconds = 0.0
                 t0 = time.perf_counter()
                 with torch.inference_mode():
@@ -103,6 +131,7 @@ def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int) -> dic
                 rows[name].append({"total_s": total, "forward_s": clock.seconds, "post_s": total - clock.seconds})
     same = outputs["llmlingua"]["compressed_prompt"] == outputs["compkit"]["compressed_prompt"]
     med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rows.items()}
+    speedups = {n: med["llmlingua"]["total_s"] / m["total_s"] for n, m in med.items() if n != "llmlingua"}
     return {
         "benchmark": "moos_vs_llmlingua",
         "command": "python -m bench_device.moos_vs_llmlingua " + " ".join(sys.argv[1:]),
@@ -116,6 +145,7 @@ def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int) -> dic
         "median": med,
         "runs": rows,
         "speedup_total": med["llmlingua"]["total_s"] / med["compkit"]["total_s"],
+        "speedup_vs_llmlingua": speedups,
         "compkit_post_share": med["compkit"]["post_s"] / med["compkit"]["total_s"],
     }
 
@@ -126,7 +156,8 @@ def markdown(r: dict) -> str:
              "| | total (s) | forward (s) | post-processing (s) | post share |", "|---|---|---|---|---|"]
     for name, m in r["median"].items():
         lines.append(f"| {name} | {m['total_s']:.3f} | {m['forward_s']:.3f} | {m['post_s']:.3f} | {m['post_s'] / m['total_s']:.1%} |")
-    lines.append(f"\ncompkit end-to-end speedup over llmlingua: {r['speedup_total']:.2f}x")
+    for name, x in r["speedup_vs_llmlingua"].items():
+        lines.append(f"\n{name} end-to-end speedup over llmlingua: {x:.2f}x")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=10_000)
     ap.add_argument("--rate", type=float, default=0.33)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--build", help="also time compress_prompt through this export.build folder's artifacts")
+    ap.add_argument("--artifact", default="xnnpack:int8dyn", help="backend:quant of the artifacts to use with --build")
     ap.add_argument("--out", default="bench_results/moos_vs_llmlingua")
     args = ap.parse_args(argv)
     if args.tokens < 16 or args.repeats < 1 or not 0 < args.rate <= 1:
@@ -144,7 +177,10 @@ def main(argv=None) -> int:
     if args.checkpoint and not os.path.isdir(args.checkpoint):
         print(f"error: checkpoint directory not found: {args.checkpoint}", file=sys.stderr)
         return 2
-    result = run(args.checkpoint, args.tokens, args.rate, args.repeats)
+    if args.build and not os.path.isfile(os.path.join(args.build, "manifest.json")):
+        print(f"error: no manifest.json in {args.build}; pass a folder written by python -m export.build", file=sys.stderr)
+        return 2
+    result = run(args.checkpoint, args.tokens, args.rate, args.repeats, args.build, args.artifact)
     text = markdown(result)
     write_report(args.out, result, text)
     print(text)
