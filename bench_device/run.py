@@ -56,15 +56,7 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
     t0 = time.perf_counter()
     runner = load_runner(build_dir, artifact)
     load_ms = (time.perf_counter() - t0) * 1e3
-    inputs = runner.example_inputs()
-    for _ in range(warmup):
-        runner.run(inputs)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        runner.run(inputs)
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
+    times = sorted(runner.timings_ms(runs=iters, warmup=warmup))
     trim = times[len(times) // 10: len(times) - len(times) // 10] or times
     return {"runtime": "onnxruntime (host CPU)", "median_ms": times[len(times) // 2], "avg_ms": sum(times) / len(times),
             "trimmean_ms": sum(trim) / len(trim), "load_ms": load_ms, "peak_rss_kb": None, "threads": None,

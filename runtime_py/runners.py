@@ -97,8 +97,8 @@ class BaseRunner:
                 out[key] = rng.standard_normal(shape).astype(dtype)
         return out
 
-    def latency_ms(self, inputs: dict[str, np.ndarray] | None = None, runs: int = 5, warmup: int = 1) -> float:
-        """Median wall time of one run() on this machine (warm-up runs first: they allocate and plan)."""
+    def timings_ms(self, inputs: dict[str, np.ndarray] | None = None, runs: int = 5, warmup: int = 1) -> list[float]:
+        """Wall time of each of `runs` calls of run() on this machine (warm-up runs first: they allocate and plan)."""
         inputs = inputs if inputs is not None else self.example_inputs()
         for _ in range(warmup):
             self.run(inputs)
@@ -107,7 +107,11 @@ class BaseRunner:
             t = time.perf_counter()
             self.run(inputs)
             times.append((time.perf_counter() - t) * 1e3)
-        return float(np.median(times))
+        return times
+
+    def latency_ms(self, inputs: dict[str, np.ndarray] | None = None, runs: int = 5, warmup: int = 1) -> float:
+        """Median wall time of one run()."""
+        return float(np.median(self.timings_ms(inputs, runs, warmup)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
