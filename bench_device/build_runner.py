@@ -10,15 +10,13 @@ a hash of all three). Builds are serialised with a file lock, so parallel caller
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
+
+from runtime_cpp.build import build_lock, find_tool, source_key  # the same cached-cmake-build helpers
 
 RUNNER_SOURCE_DIR = Path(__file__).resolve().parent / "runner"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "runner"
@@ -38,50 +36,6 @@ def executorch_prefix() -> Path:
     except ImportError as e:
         raise BuildError("executorch is not installed: pip install -c constraints.txt executorch==1.5.1") from e
     return Path(executorch.__path__[0])  # namespace package: no __file__
-
-
-def _tool(module_name: str, attr: str, exe: str) -> str | None:
-    """Prefer the pip-installed cmake/ninja (pinned in pyproject) over whatever is on PATH."""
-    try:
-        module = __import__(module_name)
-        candidate = Path(getattr(module, attr)) / exe
-        if candidate.is_file():
-            return str(candidate)
-    except ImportError:
-        pass
-    return shutil.which(exe)
-
-
-def _source_files(source_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in source_dir.rglob("*")
-        if p.is_file() and "build" not in p.relative_to(source_dir).parts
-        and (p.name == "CMakeLists.txt" or p.suffix in {".cpp", ".cc", ".h", ".hpp", ".cmake"})
-    )
-
-
-def _build_key(source_dir: Path, prefix: Path, cmake: str) -> str:
-    h = hashlib.sha256()
-    for path in _source_files(source_dir):
-        h.update(str(path.relative_to(source_dir)).encode())
-        h.update(path.read_bytes())
-    h.update(str(prefix).encode())
-    for lib in sorted((prefix / "lib").glob("*.so")):  # a reinstalled wheel changes these
-        st = lib.stat()
-        h.update(f"{lib.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(cmake.encode())
-    return h.hexdigest()
-
-
-@contextmanager
-def _locked(build_dir: Path):
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 _COMPILER_ERROR = re.compile(r"(^|[\s:])(fatal )?error:", re.IGNORECASE)
@@ -120,15 +74,15 @@ def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
     source_dir = Path(source_dir or RUNNER_SOURCE_DIR).resolve()
     if not (source_dir / "CMakeLists.txt").is_file():
         raise BuildError(f"no CMakeLists.txt in {source_dir}: pass the runner's source directory")
-    cmake = _tool("cmake", "CMAKE_BIN_DIR", "cmake")
+    cmake = find_tool("cmake", "CMAKE_BIN_DIR", "cmake")
     if cmake is None:
         raise BuildError("cmake not found: pip install -c constraints.txt cmake==3.31.10")
     prefix = executorch_prefix()
     binary = build_dir / BINARY_NAME
     stamp = build_dir / STAMP_NAME
 
-    with _locked(build_dir):
-        key = _build_key(source_dir, prefix, cmake)
+    with build_lock(build_dir):
+        key = source_key(source_dir, prefix, cmake)
         if not force and binary.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
             return binary
         stamp.unlink(missing_ok=True)  # a failed build must not look current
@@ -136,7 +90,7 @@ def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
         log_path.write_text("")
         configure = [cmake, "-S", str(source_dir), "-B", str(build_dir),
                      f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release"]
-        ninja = _tool("ninja", "BIN_DIR", "ninja")
+        ninja = find_tool("ninja", "BIN_DIR", "ninja")
         cache = build_dir / "CMakeCache.txt"
         if ninja and not cache.exists():  # the generator can only be chosen on a fresh tree
             configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]

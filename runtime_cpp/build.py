@@ -41,7 +41,7 @@ def executorch_prefix() -> Path | None:
     return Path(executorch.__path__[0])  # namespace package: no __file__
 
 
-def _tool(module_name: str, attr: str, exe: str) -> str | None:
+def find_tool(module_name: str, attr: str, exe: str) -> str | None:
     """Prefer the pip-installed cmake/ninja (pinned in pyproject) over whatever is on PATH."""
     try:
         candidate = Path(getattr(__import__(module_name), attr)) / exe
@@ -52,11 +52,17 @@ def _tool(module_name: str, attr: str, exe: str) -> str | None:
     return shutil.which(exe)
 
 
-def _build_key(prefix: Path | None, cmake: str) -> str:
+SOURCE_SUFFIXES = {".cpp", ".cc", ".h", ".hpp", ".cmake"}
+
+
+def source_key(source_dir: Path, prefix: Path | None, cmake: str) -> str:
+    """Hash of a CMake project's sources, the ExecuTorch wheel's libraries and the cmake binary: a cached
+    build is reused only while this stays the same (shared with bench_device/build_runner.py)."""
     h = hashlib.sha256()
-    for path in sorted(SOURCE_DIR.rglob("*")):
-        if path.is_file() and (path.name == "CMakeLists.txt" or path.suffix in {".cpp", ".h", ".cmake"}):
-            h.update(str(path.relative_to(SOURCE_DIR)).encode())
+    for path in sorted(source_dir.rglob("*")):
+        if (path.is_file() and "build" not in path.relative_to(source_dir).parts
+                and (path.name == "CMakeLists.txt" or path.suffix in SOURCE_SUFFIXES)):
+            h.update(str(path.relative_to(source_dir)).encode())
             h.update(path.read_bytes())
     h.update(str(prefix).encode())
     if prefix is not None:
@@ -68,7 +74,7 @@ def _build_key(prefix: Path | None, cmake: str) -> str:
 
 
 @contextmanager
-def _locked(build_dir: Path):
+def build_lock(build_dir: Path):
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -100,13 +106,13 @@ def _run_logged(cmd: list[str], log_path: Path, step: str) -> None:
 def ensure_built(build_dir: str | Path | None = None, force: bool = False) -> Path:
     """Return the build directory holding compkit_core and compkit_tests, building them if needed."""
     build_dir = Path(build_dir or DEFAULT_BUILD_DIR).resolve()
-    cmake = _tool("cmake", "CMAKE_BIN_DIR", "cmake")
+    cmake = find_tool("cmake", "CMAKE_BIN_DIR", "cmake")
     if cmake is None:
         raise BuildError("cmake not found: pip install -c constraints.txt cmake==3.31.10")
     prefix = executorch_prefix()
     stamp = build_dir / STAMP_NAME
-    with _locked(build_dir):
-        key = _build_key(prefix, cmake)
+    with build_lock(build_dir):
+        key = source_key(SOURCE_DIR, prefix, cmake)
         if not force and stamp.is_file() and stamp.read_text().strip() == key and (build_dir / "compkit_tests").is_file():
             return build_dir
         stamp.unlink(missing_ok=True)  # a failed build must not look current
@@ -115,7 +121,7 @@ def ensure_built(build_dir: str | Path | None = None, force: bool = False) -> Pa
         configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
         if prefix is not None:
             configure += [f"-DCMAKE_PREFIX_PATH={prefix}", "-DCOMPKIT_WITH_EXECUTORCH=ON"]
-        ninja = _tool("ninja", "BIN_DIR", "ninja")
+        ninja = find_tool("ninja", "BIN_DIR", "ninja")
         if ninja and not (build_dir / "CMakeCache.txt").exists():  # the generator is chosen on a fresh tree only
             configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
         _run_logged(configure, log_path, "cmake configure")
@@ -129,7 +135,7 @@ def ensure_built(build_dir: str | Path | None = None, force: bool = False) -> Pa
 
 def run_ctest(build_dir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """ctest in build_dir with extra environment; returns the finished process (output in stdout)."""
-    ctest = _tool("cmake", "CMAKE_BIN_DIR", "ctest") or "ctest"
+    ctest = find_tool("cmake", "CMAKE_BIN_DIR", "ctest") or "ctest"
     return subprocess.run([ctest, "--test-dir", str(build_dir), "--output-on-failure", "-j", str(os.cpu_count() or 1)],
                           env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
