@@ -104,7 +104,7 @@ def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int, build=
         count = lambda text: len(counter_tok(text, add_special_tokens=False)["input_ids"])
         with offline_tiktoken(count):
             ref = PromptCompressor(model_name=checkpoint, device_map="cpu", use_llmlingua2=True)
-        ours = MOOSCompressor.from_pretrained(checkpoint, token_counter=count)
+        ours = MOOSCompressor.from_pretrained(checkpoint, token_counter=counter_tok)  # same counts, batched
         prompt = long_prompt(ours.tokenizer, n_tokens)
         ref_forward = ForwardClock(ref.model.forward)
         ref.model.forward = ref_forward

@@ -268,8 +268,14 @@ class MOOSCompressor:
         if len(contexts) == 1:
             use_context_level_filter = False
 
-        n_original = sum(self.counter(c) for c in contexts)
-        chunked = [self._chunk(self._map_force(c, token_map), chunk_end) for c in contexts]
+        # the offline default counts the compressor's own pieces: when no force token rewrote the text, the
+        # chunking's tokenization already holds that count, so the prompt is not tokenized a third time
+        own_count = not token_map and getattr(self.counter, "tokenizer", None) is self.tokenizer
+        n_original, chunked = 0, []
+        for c in contexts:
+            pieces = self.tokenizer.tokenize(self._map_force(c, token_map))
+            n_original += len(pieces) if own_count else self.counter(c)
+            chunked.append(self._chunk(pieces, chunk_end))
         windows = self._windows([c for chunks in chunked for c in chunks])
         self._score(windows)  # one model pass serves both the context and the token level
         merged = [words.merge_window(list(self.id_to_token[w.ids]), w.keep_prob, self._outlier_z(w), rules,
@@ -356,7 +362,6 @@ class MOOSCompressor:
             text = text.replace(stand_in, original)
         return text
 
-    def _chunk(self, text: str, chunk_end: set[str]) -> list[str]:
-        pieces = self.tokenizer.tokenize(text)
+    def _chunk(self, pieces: list[str], chunk_end: set[str]) -> list[str]:
         spans = words.chunk_pieces(pieces, chunk_end, self.max_seq_len - 2)
         return [self.tokenizer.convert_tokens_to_string(pieces[a:b]) for a, b in spans]

@@ -62,7 +62,7 @@ def test_representation_outlier_keeps_the_most_outlying_word(bert_dir, corpus):
     text = corpus[0]
     plain = MOOSCompressor.from_pretrained(bert_dir)
     fused = MOOSCompressor.from_pretrained(bert_dir, outlier="representation", outlier_weight=5.0)
-    windows = fused._windows(fused._chunk(text, {".", "\n"}))
+    windows = fused._windows(fused._chunk(fused.tokenizer.tokenize(text), {".", "\n"}))
     fused._score(windows)
     w = windows[0]
     best = int(np.argmax(np.where(np.isin(w.ids, fused.tokenizer.all_special_ids), -np.inf, w.outlier_z)))
@@ -102,6 +102,10 @@ def test_default_is_labelled_untrained_and_compresses():
     assert moos.provenance == "untrained demo weights"
     out = moos.compress_prompt(COMMON * 3, rate=0.5)
     assert 0 < out["compressed_tokens"] < out["origin_tokens"]
+    # the offline default counter: the compressor's own pieces (taken from the chunking's tokenization)
+    assert out["origin_tokens"] == len(moos.tokenizer(COMMON * 3, add_special_tokens=False)["input_ids"])
+    forced = moos.compress_prompt(COMMON * 3, rate=0.5, force_tokens=["!!"])  # a force map: counted apart
+    assert forced["origin_tokens"] == out["origin_tokens"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
