@@ -18,6 +18,18 @@ QUANTS = ("fp16", "fp32") + coreml_optimize.QUANTS
 _NP = {torch.int32: np.int32, torch.int64: np.int64, torch.float32: np.float32, torch.float16: np.float16}
 
 
+def drop_aliases(program: torch.export.ExportedProgram) -> None:
+    """Replace aten.alias nodes by their input. BERT slices its position-id buffer to the sequence length; at
+    the full length (bucket 512 = max positions) the slice is a no-op that export records as an alias, which
+    coremltools rejects ("Unsupported fx node alias"). An alias is the same tensor, so this changes nothing."""
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in (torch.ops.aten.alias.default, torch.ops.aten.alias_copy.default):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+
+
 def export(module, example_inputs, input_names, output_names, quant, out_path, calibration=None,
            step=lambda name: None) -> dict:
     import coremltools as ct
@@ -27,6 +39,7 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
     step("export")
     with torch.no_grad():
         program = torch.export.export(module.eval(), tuple(example_inputs)).run_decompositions({})
+    drop_aliases(program)
     step("lower")
     inputs = [ct.TensorType(name=n, shape=tuple(t.shape), dtype=_NP[t.dtype]) for n, t in zip(input_names, example_inputs)]
     mlmodel = ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=n) for n in output_names],

@@ -288,6 +288,19 @@ def test_coreml_moos_converts_and_validates(moos, tmp_path, quant):
     np.testing.assert_allclose(out["keep_prob"], eager(module, example)[0], atol=0.05)
 
 
+def test_coreml_moos_at_the_full_position_length(moos, tmp_path):
+    # bucket 512 = BERT's max positions: the position-id slice becomes an alias node that coremltools rejects
+    # ("Unsupported fx node alias") unless export drops it; the default ios build failed on it at 512
+    length = moos.torch_module.model.config.max_position_embeddings
+    example = moos_scorer.example_inputs(length, vocab_size=1000)
+    program = torch.export.export(moos.torch_module, tuple(example)).run_decompositions({})
+    coreml_export.drop_aliases(program)
+    assert not [n for n in program.graph.nodes if "alias" in str(n.target)]
+    path = str(tmp_path / artifact_name("moos", "coreml", "fp16", length))
+    coreml_export.export(moos.torch_module, example, moos_scorer.INPUT_NAMES, moos.torch_module.output_names, "fp16", path)
+    _check_mlpackage(path, moos_scorer.INPUT_NAMES, ["keep_prob", "outlier_z"], set(moos_scorer.INPUT_NAMES))
+
+
 @pytest.mark.slow
 def test_coreml_evo_and_etcoreml_lower(evo, moos, tmp_path):
     example, _ = evo_inputs(evo)
