@@ -19,6 +19,7 @@ from pathlib import Path
 from runtime_cpp.build import build_lock, find_tool, source_key  # the same cached-cmake-build helpers
 
 RUNNER_SOURCE_DIR = Path(__file__).resolve().parent / "runner"
+CORE_SOURCE_DIR = Path(__file__).resolve().parent.parent / "runtime_cpp"  # the pipeline mode links its core
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "runner"
 BINARY_NAME = "compkit_runner"
 STAMP_NAME = "compkit-build.stamp"
@@ -82,7 +83,7 @@ def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
     stamp = build_dir / STAMP_NAME
 
     with build_lock(build_dir):
-        key = source_key(source_dir, prefix, cmake)
+        key = source_key(source_dir, prefix, cmake) + "+" + source_key(CORE_SOURCE_DIR, prefix, cmake)
         if not force and binary.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
             return binary
         stamp.unlink(missing_ok=True)  # a failed build must not look current

@@ -1,11 +1,14 @@
 """.pte files timed on a Device by the native runner (bench_device/runner): stage the runner and the model once
 (sha256-verified pushes), write inputs as raw files, run, parse the runner's JSON, optionally pull outputs.
+The pipeline calls run the runner's pipeline mode: the whole MOOSComp / EvoComp compression on the device
+(runtime_cpp's core), timed per stage.
 
 On LocalDevice the runner and models run in place (a 1B-class fp32 .pte is 5 GB: copying it proves nothing).
 The runner built for this host plays the phone's runner on the loopback adb device of the tests.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -31,6 +34,7 @@ class DeviceRunner:
         self.device, self.threads, self.timeout = device, threads, timeout
         self.local = isinstance(device, LocalDevice)
         self._staged: dict[tuple, str] = {}
+        self._per_call: list[str] = []
         self.binary = self.stage(runner_binary, executable=True)
 
     def stage(self, path: str | os.PathLike, executable: bool = False) -> str:
@@ -50,47 +54,106 @@ class DeviceRunner:
                 self.device.run(["chmod", "755", self._staged[key]], check=True)
         return self._staged[key]
 
+    def stage_dir(self, path: str | os.PathLike) -> str:
+        """The device path of a local folder's files (a tokenizer folder), pushed once per content."""
+        path = Path(path).resolve()
+        if not path.is_dir():
+            raise DeviceError(f"cannot stage {path}: no such folder")
+        if self.local:
+            return str(path)
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in files).encode()).hexdigest()
+        key = (str(path), digest)
+        if key not in self._staged:
+            remote = f"{digest[:12]}_{path.name}"
+            for f in files:
+                self.device.push(f, f"{remote}/{f.name}")
+            self._staged[key] = self.device.remote_path(remote)
+        return self._staged[key]
+
     def run(self, pte: str | os.PathLike, inputs: dict[int, np.ndarray] | None = None, *, ones=(), iters: int = 10,
             warmup: int = 2, vocab: int | None = None, outputs: bool = False) -> dict:
         """Run `pte` on the device; inputs by index (raw little-endian, shape given to the runner). Returns the
         runner's JSON, plus "output_arrays" (list of numpy arrays of the last timed call) when outputs=True."""
         model = self.stage(pte)
         with tempfile.TemporaryDirectory(prefix="compkit-inputs-") as tmp:
-            argv = [self.binary, "--model", model, "--iters", str(iters), "--warmup", str(warmup)]
-            staged = []
-            for index, array in (inputs or {}).items():
-                array = np.ascontiguousarray(array)
-                local = Path(tmp) / f"input_{index}_{os.getpid()}.bin"
-                local.write_bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-                remote = self.stage(local) if not self.local else str(local)
-                staged.append(remote)
-                argv += ["--input", f"{index}={remote}", "--shape", f"{index}={'x'.join(map(str, array.shape))}"]
+            argv = ["--model", model, "--iters", str(iters), "--warmup", str(warmup)]
+            argv += self._input_args(inputs, Path(tmp))
             for index in ones:
                 argv += ["--ones", str(index)]
             if vocab:
                 argv += ["--vocab", str(vocab)]
-            if self.threads:
-                argv += ["--threads", str(self.threads)]
             out_dir = None
             if outputs:
                 out_dir = str(Path(tmp) / "out") if self.local else posixpath.join(self.device.workdir, "out")
                 argv += ["--output-dir", out_dir]
-            r = self.device.run(argv, timeout=self.timeout)
-            if r.code != 0:
-                line = [x for x in r.stderr.splitlines() if x.strip()] or ["no output"]
-                raise RunnerFailed(f"{self.device.name}: runner failed on {Path(pte).name}: {line[-1].strip()}")
-            try:
-                result = json.loads(r.stdout)
-            except ValueError:
-                raise RunnerFailed(f"{self.device.name}: runner printed no JSON for {Path(pte).name}: "
-                                   f"{r.stdout[:120]!r}") from None
+            result = self._invoke(argv, Path(pte).name)
             if outputs:
                 result["output_arrays"] = self._outputs(result, out_dir, Path(tmp))
-            if not self.local:  # inputs differ per call: do not let them pile up on the phone
-                for remote in staged:
-                    self.device.run(["rm", "-f", remote])
-                self._staged = {k: v for k, v in self._staged.items() if v not in staged}
         return result
+
+    def moos_pipeline(self, ptes, tokenizer_dir, text: str, rate: float, *, iters: int = 5, warmup: int = 1,
+                      outlier_weight: float = 0.0, force_tokens=()) -> dict:
+        """The whole MOOSComp compression of `text` on the device (tokenize, one forward per window at the
+        smallest bucket .pte that holds it, word selection). The JSON holds "compressed" and per-stage times."""
+        argv = [a for pte in ptes for a in ("--model", self.stage(pte))]
+        argv += ["--pipeline", "moos", "--tokenizer", self.stage_dir(tokenizer_dir), "--rate", repr(float(rate)),
+                 "--outlier-weight", repr(float(outlier_weight)), "--iters", str(iters), "--warmup", str(warmup)]
+        for token in force_tokens:
+            argv += ["--force", token]
+        with tempfile.TemporaryDirectory(prefix="compkit-text-") as tmp:
+            local = Path(tmp) / f"prompt_{os.getpid()}.txt"
+            local.write_text(text, encoding="utf-8")
+            argv += self._input_args({}, Path(tmp), files={"--text-file": local})
+            return self._invoke(argv, f"the moos pipeline over {Path(ptes[0]).name}")
+
+    def evo_pipeline(self, pte, *, ratio: float = 3.0, inputs: dict[int, np.ndarray] | None = None, iters: int = 5,
+                     warmup: int = 1) -> dict:
+        """EvoComp on the device: forward, top-k (compkit's tie rule) and the gather of the kept visual tokens.
+        Inputs not given are random (text_mask: ones). The JSON holds "kept_indices" and per-stage times."""
+        argv = ["--pipeline", "evo", "--model", self.stage(pte), "--ratio", repr(float(ratio)),
+                "--iters", str(iters), "--warmup", str(warmup)]
+        with tempfile.TemporaryDirectory(prefix="compkit-inputs-") as tmp:
+            argv += self._input_args(inputs, Path(tmp))
+            return self._invoke(argv, Path(pte).name)
+
+    def _input_args(self, inputs: dict[int, np.ndarray] | None, tmp: Path, files: dict | None = None) -> list[str]:
+        """Runner flags for input arrays (raw little-endian files with their shapes) and for plain files given as
+        {flag: local path}; remote copies are noted for removal after the call."""
+        argv = []
+        for index, array in (inputs or {}).items():
+            array = np.ascontiguousarray(array)
+            local = tmp / f"input_{index}_{os.getpid()}.bin"
+            local.write_bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+            argv += ["--input", f"{index}={self._stage_once(local)}", "--shape",
+                     f"{index}={'x'.join(map(str, array.shape))}"]
+        for flag, local in (files or {}).items():
+            argv += [flag, self._stage_once(local)]
+        return argv
+
+    def _stage_once(self, local: Path) -> str:
+        if self.local:
+            return str(local)
+        remote = self.stage(local)
+        self._per_call.append(remote)
+        return remote
+
+    def _invoke(self, args: list[str], what: str) -> dict:
+        """Run the runner with args; its JSON, or RunnerFailed with its one-line error. Per-call inputs are
+        removed from the device afterwards: they differ per call and must not pile up on the phone."""
+        argv = [self.binary, *args] + (["--threads", str(self.threads)] if self.threads else [])
+        per_call, self._per_call = self._per_call, []
+        self._staged = {k: v for k, v in self._staged.items() if v not in per_call}
+        r = self.device.run(argv, timeout=self.timeout)  # a dead device raises here: nothing left to clean
+        for remote in per_call:
+            self.device.run(["rm", "-f", remote])
+        if r.code != 0:
+            line = [x for x in r.stderr.splitlines() if x.strip()] or ["no output"]
+            raise RunnerFailed(f"{self.device.name}: runner failed on {what}: {line[-1].strip()}")
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            raise RunnerFailed(f"{self.device.name}: runner printed no JSON for {what}: {r.stdout[:120]!r}") from None
 
     def _outputs(self, result: dict, out_dir: str, tmp: Path) -> list[np.ndarray]:
         arrays = []

@@ -227,3 +227,99 @@ def test_build_errors_are_one_line(tmp_path, capsys):
 def test_build_cli_prints_the_binary(runner, capsys):
     assert build_main([]) == 0
     assert Path(capsys.readouterr().out.strip()) == runner
+
+
+# ---------------------------------------------------------------- pipeline mode (runtime_cpp's core inside)
+PROMPT = ("The meeting moved to Thursday at 10:00 in room 4B. Bring the Q3 numbers and the slides.\n"
+          "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+          "How many clips did Natalia sell altogether in April and May?\n")
+
+
+@pytest.fixture(scope="module")
+def pipeline_build(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_build
+
+    root = tmp_path_factory.mktemp("pipeline")
+    return Path(tiny_build.make_tiny_build(str(root / "build"), pte_buckets=(32, 64), onnx_buckets=(),
+                                           evo_formats=("xnnpack",)))
+
+
+def moos_args(build, text_file, *extra):
+    return ["--pipeline", "moos", "--model", build / "moos_xnnpack_fp32_32.pte", "--model",
+            build / "moos_xnnpack_fp32_64.pte", "--tokenizer", build / "moos_tokenizer", "--text-file", text_file, *extra]
+
+
+def check_stages(report, names, iters):
+    stages = report["stages_ms"]
+    assert list(stages) == names and all(len(stages[n]) == iters for n in names)
+    for i in range(iters):
+        parts = sum(stages[n][i] for n in names[:-1])
+        assert 0 < parts <= stages["total"][i] * 1.001 + 1e-3  # the stages tile the total
+    assert all(x > 0 for x in stages["forward"])
+    assert report["median_inference_latency(ms)"] == pytest.approx(np.median(stages["total"]), abs=1e-5)
+    assert report["stages_median_ms"]["forward"] == pytest.approx(np.median(stages["forward"]), abs=1e-5)
+    assert report["model_load_time(ms)"] > 0 and report["peak_rss_kb"] > 0
+
+
+@pytest.mark.parametrize("rate", [0.33, 0.5])
+def test_moos_pipeline_compresses_exactly_as_the_python_reference(runner, pipeline_build, tmp_path, rate):
+    """The same .pte files through runtime_py (ExecuTorch's Python runtime + compressors/moos.py) and through the
+    runner's C++ pipeline give the same probabilities, so the compressed prompts must be identical."""
+    from runtime_py.pipeline import load_build
+
+    build = load_build(pipeline_build)
+    reference = build.moos_compressor([a for a in build.artifacts("moos") if a["backend"] == "xnnpack"])
+    text = PROMPT * 4
+    expected = reference.compress_prompt(text, rate=rate)
+    (tmp_path / "p.txt").write_text(text, encoding="utf-8")
+    out = run(runner, *moos_args(pipeline_build, tmp_path / "p.txt", "--rate", rate, "--iters", 3))
+    assert out["compressed"] == expected["compressed_prompt"]
+    assert out["windows"] >= 4  # several windows of at most 64 pieces, the largest bucket
+    assert 0 < out["kept_words"] < out["words"] and out["compressed_tokens"] < out["origin_tokens"]
+    check_stages(out, ["tokenize", "forward", "postprocess", "total"], 3)
+
+
+def test_evo_pipeline_keeps_the_python_reference_indices(runner, pipeline_build, tmp_path):
+    from runtime_py.pipeline import evo_compress, load_build
+
+    build = load_build(pipeline_build)
+    artifact = next(a for a in build.artifacts("evo") if a["backend"] == "xnnpack")
+    rng = np.random.default_rng(3)
+    v, e = rng.standard_normal((36, 32), dtype=np.float32), rng.standard_normal((8, 24), dtype=np.float32)
+    (tmp_path / "v.bin").write_bytes(v.tobytes())
+    (tmp_path / "e.bin").write_bytes(e.tobytes())
+    for ratio in (2, 3, 4):
+        _, idx = evo_compress(build.runner(artifact), v, e, ratio=ratio)
+        out = run(runner, "--pipeline", "evo", "--model", pipeline_build / artifact["file"], "--ratio", ratio,
+                  "--input", f"0={tmp_path / 'v.bin'}", "--input", f"1={tmp_path / 'e.bin'}", "--iters", 2)
+        assert out["kept_indices"] == idx.tolist() and out["kept"] == len(idx) == round(36 / ratio)
+        check_stages(out, ["forward", "postprocess", "total"], 2)
+
+
+def test_pipeline_bad_inputs_fail_with_one_line(runner, pipeline_build, tmp_path):
+    b = pipeline_build
+    (tmp_path / "ok.txt").write_text(PROMPT, encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"caf\xc3 au lait")
+    ok = tmp_path / "ok.txt"
+    _one_line_error(run(runner, *moos_args(b, tmp_path / "bad.txt"), check=False), "UTF-8")
+    _one_line_error(run(runner, *moos_args(b, tmp_path / "none.txt"), check=False), "cannot read")
+    _one_line_error(run(runner, *moos_args(b, ok, "--rate", 0), check=False), "--rate")
+    _one_line_error(run(runner, *moos_args(b, ok, "--rate", "x"), check=False), "wants a number")
+    _one_line_error(run(runner, "--pipeline", "moos", "--model", b / "moos_xnnpack_fp32_32.pte", "--text-file", ok,
+                        check=False), "--tokenizer")
+    _one_line_error(run(runner, "--pipeline", "moos", "--model", b / "moos_xnnpack_fp32_32.pte", "--tokenizer",
+                        tmp_path, "--text-file", ok, check=False), "tokenizer")
+    _one_line_error(run(runner, "--pipeline", "moos", "--model", b / "evo_xnnpack_fp32.pte", "--tokenizer",
+                        b / "moos_tokenizer", "--text-file", ok, check=False), "MOOSComp scorer")
+    _one_line_error(run(runner, "--pipeline", "evo", "--model", b / "moos_xnnpack_fp32_32.pte", check=False),
+                    "not an EvoComp scorer")
+    _one_line_error(run(runner, "--pipeline", "evo", "--model", b / "evo_xnnpack_fp32.pte", "--ratio", 0.5,
+                        check=False), "--ratio")
+    _one_line_error(run(runner, "--pipeline", "evo", "--model", b / "evo_xnnpack_fp32.pte", "--keep", 99,
+                        check=False), "k must be in")
+    _one_line_error(run(runner, "--pipeline", "zip", "--model", b / "evo_xnnpack_fp32.pte", check=False), "moos or evo")
+    _one_line_error(run(runner, "--model", b / "evo_xnnpack_fp32.pte", "--model", b / "evo_xnnpack_fp32.pte",
+                        check=False), "--model given twice")

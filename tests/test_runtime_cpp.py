@@ -58,37 +58,3 @@ def test_native_core_reproduces_the_python_reference(cases):
     assert ran and int(ran.group(3)) >= 15, proc.stdout[-2000:]
     # every test had its inputs: a skip here would hide an untested path
     assert "Skipped" not in proc.stdout and "***Not Run" not in proc.stdout, proc.stdout[-3000:]
-
-
-
-def _cli(build_dir, *args):
-    return subprocess.run([os.path.join(build_dir, "compkit_compress"), *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
-
-
-def test_compress_cli_times_each_stage_and_fails_in_one_line(cases, tmp_path):
-    import json
-
-    build_dir, dirs = cases
-    case = dirs["bert"]
-    common = ["--tokenizer", os.path.join(case, "moos_tokenizer"), "--pte", os.path.join(case, f"moos_xnnpack_fp32_{PTE_BUCKET}.pte")]
-    short = tmp_path / "short.txt"
-    short.write_text("The meeting moved to Thursday at 10:00 in room 4B. Bring the Q3 numbers and the slides.", encoding="utf-8")
-    proc = _cli(build_dir, *common, "--text-file", short, "--rate", "0.5", "--repeat", "2", "--force", "Q3")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["windows"] == 1 and 0 < out["kept_words"] < out["words"]
-    assert out["compressed_tokens"] < out["origin_tokens"] and "Q3" in out["compressed"]
-    t = out["median_ms"]
-    assert t["forward"] > 0 and t["total"] >= t["tokenize"] + t["forward"]
-
-    long = tmp_path / "long.txt"  # one window of ~300 pieces: no 128 bucket holds it
-    long.write_text(" ".join(f"word{i}" for i in range(150)), encoding="utf-8")
-    proc = _cli(build_dir, *common, "--text-file", long)
-    assert proc.returncode == 1 and "bucket" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"caf\xc3 au lait")
-    proc = _cli(build_dir, *common, "--text-file", bad)
-    assert proc.returncode == 1 and "UTF-8" in proc.stderr, proc.stderr
-    proc = _cli(build_dir, "--tokenizer", os.path.join(case, "moos_tokenizer"))
-    assert proc.returncode == 2 and "required" in proc.stderr

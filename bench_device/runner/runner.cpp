@@ -4,19 +4,21 @@
 //                  [--shape name_or_index=1x128 ...] [--ones name_or_index ...] [--warmup 3]
 //                  [--iters 20] [--threads N] [--seed S] [--vocab 1000] [--etdump out.etdp]
 //                  [--output-dir DIR] [--verbose]
+//   compkit_runner --pipeline moos --model B128.pte [--model B512.pte ...] --tokenizer DIR
+//                  --text-file F [--rate 0.5] [--force TOKEN ...] [--outlier-weight W] [--warmup 1] [--iters 5]
+//   compkit_runner --pipeline evo --model evo.pte [--ratio 3 | --keep K] [--input ...] [--seed S]
 //
 // Field names follow ExecuTorch's benchmark apps ("avg_inference_latency(ms)", ...), so results
 // line up with numbers published from those apps. Errors: one line on stderr, exit code 1 (2 for
 // bad usage). docs/RUNNER.md has the details.
 //
 // This file holds the command line and the benchmark mode; model_io.h holds loading, inputs, the
-// model call and output dumps, so a second mode (the MOOSComp/EvoComp pipeline from runtime_cpp/)
-// can reuse them and add its own run_* function chosen in main().
-
-#include <sys/resource.h>
+// model call and output dumps; pipeline.h the pipeline mode (the whole compression through
+// runtime_cpp/'s core, timed per stage).
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -26,6 +28,7 @@
 #include <executorch/runtime/platform/runtime.h>
 
 #include "model_io.h"
+#include "pipeline.h"
 
 #if __has_include(<executorch/extension/threadpool/threadpool.h>)
 #include <executorch/extension/threadpool/threadpool.h>
@@ -50,13 +53,18 @@ struct Options {
   std::string model, method = "forward", etdump, output_dir;
   InputSpec inputs;
   int warmup = 3, iters = 20, threads = 0;
-  bool verbose = false;
+  bool verbose = false, warmup_set = false, iters_set = false;
+  PipelineOptions pipeline;  // used when pipeline.kind is set
 };
 
 static const char* kUsage =
     "usage: compkit_runner --model X.pte [--method forward] [--input name_or_index=file.bin ...]\n"
     "  [--shape name_or_index=1x128 ...] [--ones name_or_index ...] [--warmup 3] [--iters 20]\n"
-    "  [--threads N] [--seed S] [--vocab 1000] [--etdump out.etdp] [--output-dir DIR] [--verbose]\n";
+    "  [--threads N] [--seed S] [--vocab 1000] [--etdump out.etdp] [--output-dir DIR] [--verbose]\n"
+    "       compkit_runner --pipeline moos --model B.pte [--model B2.pte ...] --tokenizer DIR --text-file F\n"
+    "  [--rate 0.5] [--force TOKEN ...] [--outlier-weight W] [--warmup 1] [--iters 5] [--threads N]\n"
+    "       compkit_runner --pipeline evo --model evo.pte [--ratio 3 | --keep K] [--input K=FILE ...]\n"
+    "  [--seed S] [--warmup 1] [--iters 5] [--threads N]\n";
 
 static int to_int(const std::string& flag, const std::string& v, int lo) {
   char* end = nullptr;
@@ -64,6 +72,13 @@ static int to_int(const std::string& flag, const std::string& v, int lo) {
   if (v.empty() || *end != '\0' || x < lo || x > 1000000000)
     throw Failure(flag + " wants an integer >= " + std::to_string(lo) + ", got '" + v + "'", 2);
   return static_cast<int>(x);
+}
+
+static double to_double(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(x)) throw Failure(flag + " wants a number, got '" + v + "'", 2);
+  return x;
 }
 
 static std::pair<std::string, std::string> split_kv(const std::string& flag, const std::string& v) {
@@ -95,13 +110,21 @@ static Options parse_args(int argc, char** argv) {
     } else {
       throw Failure(flag + " needs a value (see --help)", 2);
     }
-    if (flag == "--model") o.model = value;
+    if (flag == "--model") o.pipeline.models.push_back(value), o.model = value;
     else if (flag == "--method") o.method = value;
     else if (flag == "--input") o.inputs.files.push_back(split_kv(flag, value));
     else if (flag == "--shape") o.inputs.shapes.push_back(split_kv(flag, value));
     else if (flag == "--ones") o.inputs.ones.push_back(value);
-    else if (flag == "--warmup") o.warmup = to_int(flag, value, 0);
-    else if (flag == "--iters") o.iters = to_int(flag, value, 1);
+    else if (flag == "--warmup") o.warmup = to_int(flag, value, 0), o.warmup_set = true;
+    else if (flag == "--iters") o.iters = to_int(flag, value, 1), o.iters_set = true;
+    else if (flag == "--pipeline") o.pipeline.kind = value;
+    else if (flag == "--tokenizer") o.pipeline.tokenizer = value;
+    else if (flag == "--text-file") o.pipeline.text_file = value;
+    else if (flag == "--rate") o.pipeline.rate = to_double(flag, value);
+    else if (flag == "--outlier-weight") o.pipeline.outlier_weight = to_double(flag, value);
+    else if (flag == "--force") o.pipeline.force_tokens.push_back(value);
+    else if (flag == "--ratio") o.pipeline.ratio = to_double(flag, value);
+    else if (flag == "--keep") o.pipeline.keep = to_int(flag, value, 1);
     else if (flag == "--threads") o.threads = to_int(flag, value, 0);
     else if (flag == "--vocab") o.inputs.vocab = to_int(flag, value, 1);
     else if (flag == "--seed") o.inputs.seed = static_cast<uint64_t>(to_int(flag, value, 0));
@@ -110,25 +133,20 @@ static Options parse_args(int argc, char** argv) {
     else throw Failure("unknown flag '" + flag + "' (see --help)", 2);
   }
   if (o.model.empty()) throw Failure("--model X.pte is required (see --help)", 2);
+  if (o.pipeline.kind.empty()) {
+    if (o.pipeline.models.size() > 1) throw Failure("--model given twice: the benchmark mode times one .pte", 2);
+  } else {
+    // a whole compression is much longer than one forward: fewer calls by default
+    o.pipeline.warmup = o.warmup_set ? o.warmup : 1;
+    o.pipeline.iters = o.iters_set ? o.iters : 5;
+    o.pipeline.inputs = o.inputs;
+  }
   return o;
-}
-
-// Peak resident set: VmHWM where /proc exists (Linux, Android), else getrusage.
-static long peak_rss_kb() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
 }
 
 // ---------------------------------------------------------------- benchmark mode
 static int run_benchmark(const Options& o) {
   namespace tp = executorch::extension::threadpool;
-  // Before loading: XNNPACK picks up the pool when the method is initialised.
-  if (o.threads > 0) tp::get_threadpool()->_unsafe_reset_threadpool(static_cast<uint32_t>(o.threads));
   LoadedModel m = load_model(o.model, o.method, !o.etdump.empty());
   InputSet inputs = make_inputs(m, o.inputs);
 
@@ -143,18 +161,7 @@ static int run_benchmark(const Options& o) {
   if (!o.output_dir.empty()) dump_outputs(outputs, o.output_dir);
   if (!o.etdump.empty()) write_etdump(m, o.etdump);
 
-  // Same statistics as ExecuTorch's benchmark app: the mean, and the mean of the middle 80%.
-  std::vector<double> sorted = ms;
-  std::sort(sorted.begin(), sorted.end());
-  double avg = 0, trim = 0;
-  for (double x : ms) avg += x;
-  avg /= ms.size();
-  size_t lo = sorted.size() / 10, hi = sorted.size() * 9 / 10;
-  if (hi <= lo) lo = 0, hi = sorted.size();
-  for (size_t i = lo; i < hi; ++i) trim += sorted[i];
-  trim /= (hi - lo);
-  size_t mid = sorted.size() / 2;
-  double median = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  LatencyStats stats = latency_stats(ms);
 
   auto meta = m.module->method_meta(o.method);
   std::string backends = "[";
@@ -168,9 +175,9 @@ static int run_benchmark(const Options& o) {
   iters += "]";
 
   std::cout << "{\"model\":" << json_str(o.model) << ",\"method\":" << json_str(o.method)
-            << ",\"avg_inference_latency(ms)\":" << json_num(avg)
-            << ",\"trimmean_inference_latency(ms)\":" << json_num(trim)
-            << ",\"median_inference_latency(ms)\":" << json_num(median)
+            << ",\"avg_inference_latency(ms)\":" << json_num(stats.avg)
+            << ",\"trimmean_inference_latency(ms)\":" << json_num(stats.trimmean)
+            << ",\"median_inference_latency(ms)\":" << json_num(stats.median)
             << ",\"model_load_time(ms)\":" << json_num(m.load_ms) << ",\"peak_rss_kb\":" << peak_rss_kb()
             << ",\"iterations_ms\":" << iters << ",\"warmup\":" << o.warmup << ",\"iters\":" << o.iters
             << ",\"threads\":" << tp::get_threadpool()->get_thread_count() << ",\"backends\":" << backends
@@ -184,6 +191,13 @@ int main(int argc, char** argv) {
     Options options = parse_args(argc, argv);
     install_et_log_capture(options.verbose);
     executorch::runtime::runtime_init();
+    namespace tp = executorch::extension::threadpool;
+    // Before loading: XNNPACK picks up the pool when the method is initialised.
+    if (options.threads > 0) tp::get_threadpool()->_unsafe_reset_threadpool(static_cast<uint32_t>(options.threads));
+    if (!options.pipeline.kind.empty()) {
+      run_pipeline(options.pipeline, static_cast<int>(tp::get_threadpool()->get_thread_count()));
+      return 0;
+    }
     return run_benchmark(options);
   } catch (const Failure& f) {
     std::cerr << "compkit_runner: error: " << f.what() << std::endl;
