@@ -4,10 +4,11 @@ ExecuTorch LLM, the figures the papers report (3.3x at 4x text compression, 1.6x
     python -m bench_device.e2e --device local|adb:SERIAL [--llm 135m|0.5b|1b] [--quant fp32|8da4w]
                                [--ratios 1,2,3,4,5] [--prompt-tokens 2048] [--out STEM]
 
-Text: (a) LLM prefill of an N-token prompt against (b) compress_prompt (tokenize + compressor forward + word
-selection) plus prefill of the compressed prompt, per ratio (rate = 1/ratio); speedup = a / b.
-Vision: prefill of 576 visual + 64 text tokens against EvoComp + prefill of the kept tokens, and time to first
-token with a SigLIP-base-shaped ViT in front. Every weight is random: timing does not depend on values.
+Text: (a) LLM prefill of an N-token prompt against (b) the whole compression (tokenize + compressor forwards +
+word selection, in the native runner's pipeline mode on the device) plus prefill of the compressed prompt, per
+ratio (rate = 1/ratio); speedup = a / b. Vision: prefill of 576 visual + 64 text tokens against EvoComp (forward +
+top-k + gather, pipeline mode) + prefill of the kept tokens, and time to first token with a SigLIP-base-shaped ViT
+in front. Every weight is random except the embedded MiniLM: timing does not depend on values.
 Writes STEM.json, STEM.md and STEM.png (speedup against ratio). See docs/BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import math
 import os
 import sys
-import time
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -82,21 +83,24 @@ def llm_ids(tokenizer, text: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- setup
-def make_compressors(preset: Preset, runner: DeviceRunner | None, repeats: int) -> dict:
-    from compressors.moos import EagerScorer, MOOSCompressor
+@dataclass
+class DeviceCompressor:
+    """A MOOSComp compressor as the device runs it: bucket .pte files plus the tokenizer folder."""
+    ptes: list
+    tokenizer_dir: str
+
+
+def make_compressors(preset: Preset, tokenizer_dir: str) -> dict:
+    from compressors.moos import MOOSCompressor
 
     base = MOOSCompressor.from_default()
-    shapes = {"minilm": preset.minilm_scorer, "mbert": preset.mbert}
-    modules = {"minilm": base.torch_module if preset.minilm_scorer is None else None, "mbert": None}
+    base.tokenizer.save_pretrained(tokenizer_dir)
     out = {}
-    for name, shape in shapes.items():
-        module = modules[name] if modules[name] is not None else parts.random_bert_scorer(shape)
-        if runner is None:
-            out[name] = base.with_scorer(EagerScorer(module))
-        else:
-            key = {"shape": asdict(shape) if shape else "embedded MiniLM-L6 default"}
-            out[name] = base.with_scorer(parts.DeviceTokenScorer(runner, parts.scorer_pte(module, name, key), repeats))
-    return out
+    for name, shape in {"minilm": preset.minilm_scorer, "mbert": preset.mbert}.items():
+        module = base.torch_module if name == "minilm" and shape is None else parts.random_bert_scorer(shape)
+        key = {"shape": asdict(shape) if shape else "embedded MiniLM-L6 default"}
+        out[name] = DeviceCompressor([str(p) for p in parts.scorer_ptes(module, name, key)], tokenizer_dir)
+    return out, base.tokenizer
 
 
 def compressor_info(preset: Preset) -> dict:
@@ -107,21 +111,17 @@ def compressor_info(preset: Preset) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- the two benchmarks
-def time_compression(comp, prompt: str, rate: float, repeats: int) -> tuple[float, dict]:
-    """Median ms of compress_prompt; with a device scorer, host time outside the scorer plus device forward time."""
-    scorer = comp.scorer
-    times, cpus, result = [], [], None
-    for i in range(repeats + 1):  # the first call warms caches (and runs the device forwards once)
-        device_ms0, wall_ms0 = getattr(scorer, "device_ms", 0.0), getattr(scorer, "wall_ms", 0.0)
-        t, c = time.perf_counter(), time.process_time()
-        result = comp.compress_prompt(prompt, rate=rate)
-        ms, cpu = (time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3
-        if hasattr(scorer, "device_ms"):
-            ms += (scorer.device_ms - device_ms0) - (scorer.wall_ms - wall_ms0)
-            cpu = None  # the forward ran on the device
-        if i:
-            times.append(ms), cpus.append(cpu)
-    return parts.Ms(float(np.median(times)), None if None in cpus else float(np.median(cpus))), result
+def time_compression(runner: DeviceRunner, comp: DeviceCompressor, prompt: str, rate: float,
+                     repeats: int) -> tuple[float, dict]:
+    """Median ms of the whole compression on the device (runner pipeline mode) and the runner's report."""
+    report = runner.moos_pipeline(comp.ptes, comp.tokenizer_dir, prompt, rate, iters=repeats, warmup=1)
+    return parts.runner_ms(report, runner), report
+
+
+def stage_split(report: dict) -> dict:
+    """Median ms per pipeline stage, and the share of the total that is not the model forward."""
+    stages = dict(report["stages_median_ms"])
+    return {**stages, "non_forward_share": 1.0 - stages["forward"] / stages["total"]}
 
 
 def cpu_speedup(full, *parts_) -> float | None:
@@ -130,20 +130,21 @@ def cpu_speedup(full, *parts_) -> float | None:
     return None if None in cpus else cpus[0] / sum(cpus[1:])
 
 
-def text_bench(compressors: dict, prefill, tokenizer, prompt: str, ratios, repeats: int, progress) -> dict:
+def text_bench(compressors: dict, runner, prefill, tokenizer, prompt: str, ratios, repeats: int, progress) -> dict:
     full_ids = llm_ids(tokenizer, prompt)
     full_ms = prefill(full_ids)
     progress(f"text: full prefill of {len(full_ids)} tokens {full_ms:.0f} ms")
     rows = []
     for name, comp in compressors.items():
         for ratio in ratios:
-            comp_ms, res = time_compression(comp, prompt, 1.0 / ratio, repeats)
-            ids = llm_ids(tokenizer, res["compressed_prompt"])
+            comp_ms, report = time_compression(runner, comp, prompt, 1.0 / ratio, repeats)
+            ids = llm_ids(tokenizer, report["compressed"])
             pre_ms = prefill(ids)
             rows.append({"compressor": name, "target_ratio": ratio, "tokens_in": len(full_ids), "tokens_out": len(ids),
                          "achieved_ratio": len(full_ids) / max(1, len(ids)), "compress_ms": comp_ms,
                          "prefill_ms": pre_ms, "total_ms": comp_ms + pre_ms, "speedup": full_ms / (comp_ms + pre_ms),
-                         "prefill_only_speedup": full_ms / pre_ms,
+                         "prefill_only_speedup": full_ms / pre_ms, "stages_ms": stage_split(report),
+                         "windows": report["windows"],
                          "cpu": {"compress_ms": parts.cpu_of(comp_ms), "prefill_ms": parts.cpu_of(pre_ms),
                                  "speedup": cpu_speedup(full_ms, comp_ms, pre_ms)}})
             progress(f"text {name} {ratio}x: compress {comp_ms:.0f} ms + prefill {pre_ms:.0f} ms "
@@ -153,7 +154,7 @@ def text_bench(compressors: dict, prefill, tokenizer, prompt: str, ratios, repea
 
 
 def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress) -> dict:
-    from compressors.evo import EvoCompConfig, EvoCompressor, default_evo, keep_count, select
+    from compressors.evo import EvoCompConfig, EvoCompressor, default_evo, keep_count
 
     evo = default_evo() if not preset.evo else EvoCompressor(EvoCompConfig(**preset.evo)).eval()
     cfg = evo.config
@@ -167,23 +168,22 @@ def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress
     patches = (preset.vit.image_size // preset.vit.patch_size) ** 2
     vit_ms, vit_where = parts.time_module(vit, vit.example(), repeats, runner, {"name": "vit", **asdict(preset.vit)},
                                           ["pixels"])
-    evo_key = {"name": "evo", **asdict(cfg), "n": n_vis, "t": n_txt}
-    evo_fwd_ms, evo_where = parts.time_module(evo, (v, e, mask), repeats, runner, evo_key,
-                                              ["visual_tokens", "text_embeds", "text_mask"])
-    with torch.no_grad():
-        logits = evo(v, e, mask)
+    evo_pte = parts.export_cached(evo, (v, e, mask), ["visual_tokens", "text_embeds", "text_mask"], ["keep_logits"],
+                                  {"name": "evo", **asdict(cfg), "n": n_vis, "t": n_txt})
+    inputs = {0: v.numpy(), 1: e.numpy(), 2: mask.numpy()}
     full_ms = prefill(ids(n_vis + n_txt))
-    progress(f"vision: ViT {vit_ms:.0f} ms, EvoComp forward {evo_fwd_ms:.1f} ms, full prefill {full_ms:.0f} ms")
+    progress(f"vision: ViT {vit_ms:.0f} ms, full prefill {full_ms:.0f} ms")
     rows = []
     for ratio in ratios:
-        # host-side selection (top-k + gather of the kept tokens), timed here on every device
-        sel_ms = parts.median_ms(lambda: torch.gather(v, 1, torch.as_tensor(select(logits, ratio=ratio))[..., None]
-                                                      .expand(-1, -1, v.shape[-1])), repeats)
+        report = runner.evo_pipeline(evo_pte, ratio=ratio, inputs=inputs, iters=repeats, warmup=1)
         kept = keep_count(n_vis, ratio=ratio)
+        if report["kept"] != kept:
+            raise RuntimeError(f"the runner kept {report['kept']} visual tokens at {ratio}x, Python keeps {kept}")
         pre_ms = prefill(ids(kept + n_txt))
-        comp_ms = parts.Ms(evo_fwd_ms + sel_ms, None if parts.cpu_of(evo_fwd_ms) is None else evo_fwd_ms.cpu + sel_ms.cpu)
+        comp_ms = parts.runner_ms(report, runner)
         rows.append({"target_ratio": ratio, "visual_kept": kept, "tokens_in": n_vis + n_txt, "tokens_out": kept + n_txt,
-                     "evo_ms": comp_ms, "prefill_ms": pre_ms, "prefill_speedup": full_ms / (comp_ms + pre_ms),
+                     "evo_ms": comp_ms, "evo_stages_ms": dict(report["stages_median_ms"]),
+                     "prefill_ms": pre_ms, "prefill_speedup": full_ms / (comp_ms + pre_ms),
                      "ttft_full_ms": vit_ms + full_ms, "ttft_ms": vit_ms + comp_ms + pre_ms,
                      "ttft_speedup": (vit_ms + full_ms) / (vit_ms + comp_ms + pre_ms),
                      "cpu": {"evo_ms": parts.cpu_of(comp_ms), "prefill_ms": parts.cpu_of(pre_ms),
@@ -193,7 +193,7 @@ def vision_bench(preset: Preset, prefill, runner, ratios, repeats: int, progress
                  f"{rows[-1]['prefill_speedup']:.2f}x prefill, {rows[-1]['ttft_speedup']:.2f}x TTFT")
     return {"visual_tokens": n_vis, "text_tokens": n_txt, "vit_ms": vit_ms, "vit_cpu_ms": parts.cpu_of(vit_ms),
             "full_prefill_cpu_ms": parts.cpu_of(full_ms), "vit_where": vit_where,
-            "vit_patches": patches, "evo_where": evo_where, "evo_config": asdict(cfg), "full_prefill_ms": full_ms,
+            "vit_patches": patches, "evo_config": asdict(cfg), "full_prefill_ms": full_ms,
             "rows": rows}
 
 
@@ -219,8 +219,9 @@ def run(args, progress=print) -> dict:
     remote = args.device != "local"
     device = device_from_spec(args.device)
     load_before = machine_load()
+    tokenizer_dir = tempfile.TemporaryDirectory(prefix="compkit-e2e-tokenizer-")
     try:
-        runner = DeviceRunner(device, threads=args.threads) if remote else None
+        runner = DeviceRunner(device, threads=args.threads)
         if args.eager_llm:
             llm = {"name": args.llm, "quant": "fp32", "runtime": "eager PyTorch fallback", **asdict(LLM_SHAPES[args.llm])}
         elif args.llm_pte:
@@ -236,25 +237,25 @@ def run(args, progress=print) -> dict:
             prefill = parts.DevicePrefill(runner, pte, args.repeats)
         else:
             prefill = parts.LocalPrefill(pte, args.repeats)
-        compressors = make_compressors(preset, runner, args.repeats)
-        tokenizer = compressors["minilm"].tokenizer
+        compressors, tokenizer = make_compressors(preset, tokenizer_dir.name)
         prompt, source = build_prompt(tokenizer, args.prompt_tokens)
-        text = text_bench(compressors, prefill, tokenizer, prompt, ratios, args.repeats, progress)
+        text = text_bench(compressors, runner, prefill, tokenizer, prompt, ratios, args.repeats, progress)
         vision = vision_bench(preset, prefill, runner, vision_ratios, args.repeats, progress)
         info = device.info()
     finally:
+        tokenizer_dir.cleanup()
         if remote:
             device.cleanup()
-    here = "device " + args.device + " (native runner)" if remote else "host (eager PyTorch)"
+    here = f"device {args.device} (native runner, pipeline mode: runtime_cpp"
     return {
         "kind": "e2e_speedup", "device": args.device, "device_info": info, "preset": args.preset, "llm": llm,
         "repeats": args.repeats, "prompt_source": source, "machine_load": {"before": load_before, "after": machine_load()},
         "compressors": compressor_info(preset),
         "timed_where": {
             "llm_prefill": prefill.where,
-            "moos_forward": here,
-            "moos_tokenize_and_word_selection": "host (Python, compressors/moos.py)",
-            "evo_forward": vision["evo_where"], "evo_topk_and_gather": "host (PyTorch)",
+            "moos_compression": here + " tokenize + fp32 XNNPACK forwards at buckets "
+                                f"{'/'.join(map(str, parts.SCORER_BUCKETS))} + word selection)",
+            "evo_compression": here + " forward + top-k + gather)",
             "vit": vision["vit_where"]},
         "notes": [
             "LLM token counts use the compressor's WordPiece tokenizer as the LLM tokenizer (no LLM tokenizer "

@@ -2,11 +2,11 @@
 vision encoder, each timed on this machine or on an adb device through the native runner.
 
 Where things run:
-- local: LLM prefill through the ExecuTorch Python runtime (the .pte with ExecuTorch's fused custom SDPA);
-  MOOSComp and EvoComp forwards, and the ViT, in eager PyTorch; tokenization and word selection in Python.
-- adb: LLM prefill, the MOOSComp / EvoComp / ViT forwards run on the device through the native runner (.pte
-  files exported here, without custom ops, which the runner cannot load); tokenization, word selection and
-  top-k stay on this host (issue 6 moves them into the runner's pipeline mode).
+- compression, on every device (local included): the native runner's pipeline mode, i.e. runtime_cpp's core
+  with the compressor .pte files: MOOSComp tokenization + window forwards + word selection, EvoComp forward +
+  top-k + gather. The ViT forward: the runner's benchmark mode on its .pte.
+- LLM prefill: locally the ExecuTorch Python runtime (the .pte with ExecuTorch's fused custom SDPA); on adb the
+  runner (a .pte exported without custom ops, which the runner cannot load).
 """
 from __future__ import annotations
 
@@ -202,60 +202,31 @@ def export_cached(module: torch.nn.Module, example: tuple, names: list[str], out
     return path
 
 
-class DeviceTokenScorer:
-    """A MOOSComp scorer whose model runs on the device: one runner call per window at its real length (no
-    padding), keep probabilities pulled back. Windows repeat across rates, so each is run once and its
-    device time is replayed; `device_ms` accumulates the device forward time of every call."""
-
-    seq_lens = None
-
-    def __init__(self, runner: DeviceRunner, pte, repeats: int):
-        self.runner, self.pte, self.repeats = runner, pte, repeats
-        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray, float]] = {}
-        self.device_ms = self.wall_ms = 0.0
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
-        out = self._call(input_ids, attention_mask)
-        self.wall_ms += (time.perf_counter() - t0) * 1e3
-        return out
-
-    def _call(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        keep = np.zeros(input_ids.shape, np.float32)
-        z = np.zeros(input_ids.shape, np.float32)
-        for row in range(input_ids.shape[0]):
-            n = int(attention_mask[row].sum())
-            ids = np.ascontiguousarray(input_ids[row : row + 1, :n], dtype=np.int32)
-            key = ids.tobytes()
-            if key not in self._cache:
-                r = self.runner.run(self.pte, {0: ids, 1: np.ones_like(ids)}, iters=self.repeats, warmup=1,
-                                    outputs=True)
-                k, oz = r["output_arrays"][:2]
-                self._cache[key] = (k.reshape(-1), oz.reshape(-1), latency_ms(r))
-            k, oz, ms = self._cache[key]
-            keep[row, :n], z[row, :n] = k, oz
-            self.device_ms += ms
-        return {"keep_prob": keep, "outlier_z": z}
+SCORER_BUCKETS = (128, 256, 512)  # export.build's default MOOSComp buckets
 
 
-def scorer_pte(scorer_module, name: str, shape_key: dict) -> Path:
-    """The MOOSComp scorer exported with a dynamic sequence length (batch 1), for the device."""
+def scorer_ptes(scorer_module, name: str, shape_key: dict) -> list[Path]:
+    """The MOOSComp scorer as export.build lowers it: fp32 XNNPACK, one .pte per fixed bucket (the runner's
+    pipeline runs each window at the smallest bucket that holds it)."""
+    from compressors.moos_scorer import example_inputs
+
     module = scorer_module.for_export()
-    seq = torch.export.Dim("seq", min=2, max=512)
-    example = (torch.randint(100, 1000, (1, 64), dtype=torch.int32), torch.ones(1, 64, dtype=torch.int32))
-    return export_cached(module, example, ["input_ids", "attention_mask"], list(module.output_names),
-                         {"name": name, **shape_key}, dynamic_shapes=({1: seq}, {1: seq}))
+    return [export_cached(module, example_inputs(L), ["input_ids", "attention_mask"], list(module.output_names),
+                          {"name": name, "bucket": L, **shape_key}) for L in SCORER_BUCKETS]
 
 
-def time_module(module, example: tuple, repeats: int, runner: DeviceRunner | None, key: dict,
+def runner_ms(report: dict, runner: DeviceRunner) -> Ms:
+    """The runner's median, carrying its median CPU time when it ran on this machine (CPU speedups are only
+    formed from work timed on this machine, like the in-process LLM prefill)."""
+    return Ms(latency_ms(report), report.get("cpu_median_ms") if runner.local else None)
+
+
+def time_module(module, example: tuple, repeats: int, runner: DeviceRunner, key: dict,
                 names: list[str]) -> tuple[float, str]:
-    """(median ms, where) of one forward: eager here, or the cached .pte on the device."""
-    if runner is None:
-        with torch.no_grad():
-            return median_ms(lambda: module(*example), repeats), "host (eager PyTorch)"
+    """(median ms, where) of one forward of the module's cached .pte on the device."""
     pte = export_cached(module, example, names, ["out"], key)
     inputs = {i: x.numpy() for i, x in enumerate(example)}
-    return Ms(latency_ms(runner.run(pte, inputs, iters=repeats, warmup=1))), f"device {runner.device.name} (native runner)"
+    return runner_ms(runner.run(pte, inputs, iters=repeats, warmup=1), runner), f"device {runner.device.name} (native runner)"
 
 
 def shapes_json(*shapes) -> list[dict]:

@@ -32,6 +32,15 @@ def markdown(r: dict, png_name: str) -> str:
                    f"{row['compress_ms']:.0f} | {row['prefill_ms']:.0f} | {row['total_ms']:.0f} | "
                    f"**{row['speedup']:.2f}x** | {row['prefill_only_speedup']:.2f}x | {fx(row['cpu']['speedup'])} |")
     out += ["", f"Compressors: " + "; ".join(f"{k}: {v}" for k, v in r["compressors"].items()) + ".", "",
+            "Where the compression time goes (runner pipeline mode, median ms per stage):", "",
+            "| compressor | target ratio | windows | tokenize | forward | post-process | total | not forward |",
+            "|---|---|---|---|---|---|---|---|"]
+    for row in text["rows"]:
+        st = row["stages_ms"]
+        out.append(f"| {row['compressor']} | {row['target_ratio']:g}x | {row['windows']} | {st['tokenize']:.1f} | "
+                   f"{st['forward']:.1f} | {st['postprocess']:.1f} | {st['total']:.1f} | "
+                   f"{100 * st['non_forward_share']:.1f}% |")
+    out += ["",
             f"## Vision: {vis['visual_tokens']} visual + {vis['text_tokens']} text tokens, full prefill "
             f"{vis['full_prefill_ms']:.0f} ms; ViT ({vis['vit_patches']} patches) {vis['vit_ms']:.0f} ms", "",
             "| target ratio | visual kept | EvoComp ms | prefill ms | prefill speedup | TTFT full ms | TTFT ms | TTFT speedup "

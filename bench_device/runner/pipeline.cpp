@@ -4,6 +4,7 @@
 #include "pipeline.h"
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +25,8 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
+
+
 std::string json_nums(const std::vector<double>& xs) {
   std::string s = "[";
   for (size_t i = 0; i < xs.size(); ++i) s += (i ? "," : "") + json_num(xs[i]);
@@ -40,9 +43,11 @@ double median_of(std::vector<double> v) {
 struct Stages {
   std::vector<std::string> names;
   std::vector<std::vector<double>> ms;
+  std::vector<double> cpu;  // process CPU time of each whole run
   explicit Stages(std::vector<std::string> n) : names(std::move(n)), ms(names.size()) {}
-  void add(const std::vector<double>& row) {
+  void add(const std::vector<double>& row, double cpu_total) {
     for (size_t i = 0; i < row.size(); ++i) ms[i].push_back(row[i]);
+    cpu.push_back(cpu_total);
   }
   std::string json() const {
     std::string median = "{", all = "{";
@@ -54,7 +59,8 @@ struct Stages {
     LatencyStats s = latency_stats(total);
     return "\"stages_median_ms\":" + median + "},\"stages_ms\":" + all + "},\"avg_inference_latency(ms)\":" +
            json_num(s.avg) + ",\"trimmean_inference_latency(ms)\":" + json_num(s.trimmean) +
-           ",\"median_inference_latency(ms)\":" + json_num(s.median) + ",\"iterations_ms\":" + json_nums(total);
+           ",\"median_inference_latency(ms)\":" + json_num(s.median) + ",\"iterations_ms\":" + json_nums(total) +
+           ",\"cpu_median_ms\":" + json_num(median_of(cpu)) + ",\"cpu_ms\":" + json_nums(cpu);
   }
 };
 
@@ -92,12 +98,13 @@ void run_moos(const PipelineOptions& o, int threads) {
   Stages stages({"tokenize", "forward", "postprocess", "total"});
   CompressResult r;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
+    const double cpu0 = process_cpu_ms();
     try {
       r = moos->compress(text, opt);
     } catch (const Error& e) {
       throw Failure(e.what());
     }
-    if (i >= o.warmup) stages.add({r.tokenize_ms, r.forward_ms, r.postprocess_ms, r.total_ms});
+    if (i >= o.warmup) stages.add({r.tokenize_ms, r.forward_ms, r.postprocess_ms, r.total_ms}, process_cpu_ms() - cpu0);
   }
   size_t kept = static_cast<size_t>(std::count(r.kept.begin(), r.kept.end(), 1));
   std::string models = "[";
@@ -138,6 +145,7 @@ void run_evo(const PipelineOptions& o, int threads) {
 
   Stages stages({"forward", "postprocess", "total"});
   for (int i = 0; i < o.warmup + o.iters; ++i) {
+    const double cpu0 = process_cpu_ms();
     auto t0 = Clock::now();
     auto out = call_model(m, in.values);
     double fwd = ms_since(t0);
@@ -154,7 +162,7 @@ void run_evo(const PipelineOptions& o, int threads) {
     for (size_t j = 0; j < idx.size(); ++j)
       std::memcpy(&kept_tokens[j * dv], v + static_cast<size_t>(idx[j]) * dv, sizeof(float) * dv);
     double post = ms_since(t1);
-    if (i >= o.warmup) stages.add({fwd, post, ms_since(t0)});
+    if (i >= o.warmup) stages.add({fwd, post, ms_since(t0)}, process_cpu_ms() - cpu0);
   }
   std::cout << "{\"pipeline\":\"evo\",\"model\":[" << json_str(o.models[0]) << "],\"visual_tokens\":" << n
             << ",\"visual_dim\":" << dv << ",\"kept\":" << k << ",\"ratio\":" << json_num(o.ratio)
@@ -178,6 +186,12 @@ LatencyStats latency_stats(const std::vector<double>& ms) {
   s.trimmean /= (hi - lo);
   s.median = median_of(sorted);
   return s;
+}
+
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 // Peak resident set: VmHWM where /proc exists (Linux, Android), else getrusage.

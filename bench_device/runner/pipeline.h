@@ -30,6 +30,9 @@ struct LatencyStats {
 };
 LatencyStats latency_stats(const std::vector<double>& ms);
 long peak_rss_kb();
+// CPU time of the whole process (every thread). On a shared machine it grows less than wall time, so speedups
+// from it are the load-robust cross-check bench_device.e2e reports beside wall-time speedups.
+double process_cpu_ms();
 
 // Prints one JSON object on stdout; throws Failure on bad input or a failed model call.
 void run_pipeline(const PipelineOptions& o, int threads);

@@ -152,11 +152,13 @@ static int run_benchmark(const Options& o) {
 
   std::vector<EValue> outputs;
   for (int i = 0; i < o.warmup; ++i) outputs = call_model(m, inputs.values);
-  std::vector<double> ms;
+  std::vector<double> ms, cpu;
   for (int i = 0; i < o.iters; ++i) {
+    const double cpu0 = process_cpu_ms();
     auto start = std::chrono::steady_clock::now();
     outputs = call_model(m, inputs.values);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    cpu.push_back(process_cpu_ms() - cpu0);
   }
   if (!o.output_dir.empty()) dump_outputs(outputs, o.output_dir);
   if (!o.etdump.empty()) write_etdump(m, o.etdump);
@@ -179,7 +181,7 @@ static int run_benchmark(const Options& o) {
             << ",\"trimmean_inference_latency(ms)\":" << json_num(stats.trimmean)
             << ",\"median_inference_latency(ms)\":" << json_num(stats.median)
             << ",\"model_load_time(ms)\":" << json_num(m.load_ms) << ",\"peak_rss_kb\":" << peak_rss_kb()
-            << ",\"iterations_ms\":" << iters << ",\"warmup\":" << o.warmup << ",\"iters\":" << o.iters
+            << ",\"cpu_median_ms\":" << json_num(latency_stats(cpu).median) << ",\"iterations_ms\":" << iters << ",\"warmup\":" << o.warmup << ",\"iters\":" << o.iters
             << ",\"threads\":" << tp::get_threadpool()->get_thread_count() << ",\"backends\":" << backends
             << ",\"inputs\":" << inputs.json << ",\"outputs\":" << describe_outputs(outputs)
             << ",\"etdump\":" << (o.etdump.empty() ? "null" : json_str(o.etdump)) << "}" << std::endl;
