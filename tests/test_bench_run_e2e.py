@@ -7,7 +7,6 @@ minutes even for tiny shapes); it has the LLM .pte's signature: forward(tokens [
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
