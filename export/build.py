@@ -126,6 +126,21 @@ class ModelJob:
     calibration: callable  # bucket -> list of input tuples
     tokenizer: object = None
     source: object = None  # the MOOSCompressor / EvoCompressor, for the shared test vectors
+    # (backend, quant) recipes that get SmoothQuant first (quant/smoothquant.py): XNNPACK's per-token dynamic int8
+    # gains from it; ONNX Runtime's per-tensor int8dyn lost (docs/EXPORT.md), so it is not listed
+    smooth_recipes: tuple = ()
+    _factors: dict = None
+
+    def module_for(self, backend: str, quant: str):
+        """The module to export: SmoothQuant-rescaled for smooth_recipes (the factors are measured once, on the
+        largest bucket's calibration windows, and serve every bucket), else the module itself."""
+        if (backend, quant) not in self.smooth_recipes:
+            return self.module
+        from quant import smoothquant
+
+        if self._factors is None:
+            self._factors = smoothquant.smoothing_factors(self.module, self.calibration(self.info["buckets"][-1]))
+        return smoothquant.smooth_linears(self.module, self._factors)
 
 
 def load_moos(path, seq_lens) -> ModelJob:
@@ -150,7 +165,8 @@ def load_moos(path, seq_lens) -> ModelJob:
             "buckets": list(seq_lens)}
     return ModelJob("moos", module, list(moos_scorer.INPUT_NAMES), list(module.output_names), info,
                     example=lambda b: moos_scorer.example_inputs(b, vocab_size=vocab),
-                    calibration=lambda b: moos_calibration(comp, b), tokenizer=comp.tokenizer, source=comp)
+                    calibration=lambda b: moos_calibration(comp, b, count=16), tokenizer=comp.tokenizer, source=comp,
+                    smooth_recipes=(("xnnpack", "int8dyn"),))
 
 
 def load_evo(path, visual_tokens) -> ModelJob:
@@ -217,7 +233,13 @@ def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         calibration = job.calibration(bucket) if recipe.quant == "int8static" else None
-        info = BACKENDS[recipe.backend].export(job.module, example, job.input_names, job.output_names, recipe.quant,
+        if (recipe.backend, recipe.quant) in job.smooth_recipes:
+            from quant.smoothquant import ALPHA
+
+            current["step"] = "smoothquant"
+            entry["smoothquant_alpha"] = ALPHA
+        module = job.module_for(recipe.backend, recipe.quant)
+        info = BACKENDS[recipe.backend].export(module, example, job.input_names, job.output_names, recipe.quant,
                                                os.path.join(out_dir, name), calibration=calibration, step=step)
     except Exception as e:  # recorded, reported, and the build goes on to the next artifact
         msg = f"{name}: {current['step']} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"

@@ -31,10 +31,13 @@ TARGETS: dict[str, list[Recipe]] = {
     # Android: ExecuTorch + XNNPACK, and ONNX Runtime Mobile
     # The deployable int8dyn .pte at every bucket; fp32 and ONNX references at the largest bucket; static int8
     # and 8da4w are opt-in (--quant int8static,8da4w): they alone took ~4 CPU-minutes and keep fewer decisions.
+    # MOOSComp's ONNX int8dyn is opt-in too: on the demo head it keeps 94.5% of words (< the 98% gate) and is
+    # slower than the XNNPACK int8dyn .pte (docs/EXPORT.md), so the default build holds only passing artifacts.
     "android": (_both("xnnpack", "int8dyn") + _both("xnnpack", "fp32", "largest")
                 + _both("xnnpack", "int8static", "largest", default=False)
                 + _both("xnnpack", "8da4w", "largest", default=False)
-                + _both("onnx", "fp32", "largest") + _both("onnx", "int8dyn", "largest")),
+                + _both("onnx", "fp32", "largest") + [Recipe("moos", "onnx", "int8dyn", "largest", default=False),
+                                                      Recipe("evo", "onnx", "int8dyn", "largest")]),
     # iOS: CoreML ML Programs, and ExecuTorch with the CoreML delegate
     "ios": (_both("coreml", "fp16") + _both("coreml", "int8w") + _both("coreml", "pal4", "largest")
             + _both("etcoreml", "fp16")),

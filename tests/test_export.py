@@ -110,6 +110,11 @@ def test_plan_buckets_and_quant_filter():
     assert "moos_xnnpack_int8dyn_128.pte" in names and "moos_xnnpack_fp32_512.pte" in names
     assert "moos_xnnpack_fp32_128.pte" not in names  # the fp32 reference only at the largest bucket
     assert not any("int8static" in n or "8da4w" in n for n in names)  # opt-in recipes
+    assert "moos_onnx_int8dyn_512.onnx" not in names  # opt-in: fails the word gate on the demo head
+    assert "evo_onnx_int8dyn.onnx" in [artifact_name(r.model, r.backend, r.quant, b)
+                                       for r, b in plan("android", ("evo",), None, (512,))]
+    assert ["moos_onnx_int8dyn_512.onnx"] == [artifact_name(r.model, r.backend, r.quant, b) for r, b in
+                                             plan("android", ("moos",), ["int8dyn"], (128, 256, 512)) if r.backend == "onnx"]
     opted = plan("android", ("moos",), ["int8static"], (128, 256, 512))
     assert [artifact_name(r.model, r.backend, r.quant, b) for r, b in opted] == ["moos_xnnpack_int8static_512.pte"]
     assert len(names) == len(set(names))
@@ -368,6 +373,9 @@ def test_cli_android_end_to_end(bert_dir, evo_dir, tmp_path):
     spec = {a["file"]: a["input_spec"] for a in m["artifacts"]}
     assert spec["moos_xnnpack_fp32_32.pte"] == {"input_ids": [[1, 32], "int32"], "attention_mask": [[1, 32], "int32"]}
     assert spec["evo_onnx_fp32.onnx"]["text_mask"] == [[1, 8], "int32"]
+    # MOOSComp's XNNPACK dynamic int8 artifacts were SmoothQuant-rescaled first; nothing else was
+    smoothed = sorted(a["file"] for a in m["artifacts"] if a.get("smoothquant_alpha"))
+    assert smoothed == ["moos_xnnpack_int8dyn_32.pte"]
     from transformers import AutoTokenizer
 
     assert len(AutoTokenizer.from_pretrained(os.path.join(out, "moos_tokenizer"))) == len(MOOSCompressor.from_pretrained(bert_dir).tokenizer)
