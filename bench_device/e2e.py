@@ -2,7 +2,8 @@
 ExecuTorch LLM, the figures the papers report (3.3x at 4x text compression, 1.6x at 3x fewer visual tokens).
 
     python -m bench_device.e2e --device local|adb:SERIAL [--llm 135m|0.5b|1b] [--quant fp32|8da4w]
-                               [--ratios 1,2,3,4,5] [--prompt-tokens 2048] [--out STEM]
+                               [--compressor-quant int8dyn|fp32] [--ratios 1,2,3,4,5] [--prompt-tokens 2048]
+                               [--out STEM]
 
 Text: (a) LLM prefill of an N-token prompt against (b) the whole compression (tokenize + compressor forwards +
 word selection, in the native runner's pipeline mode on the device) plus prefill of the compressed prompt, per
@@ -90,16 +91,21 @@ class DeviceCompressor:
     tokenizer_dir: str
 
 
-def make_compressors(preset: Preset, tokenizer_dir: str) -> dict:
+def make_compressors(preset: Preset, tokenizer_dir: str, quant: str) -> dict:
+    """Both compressors exported as export.build exports MOOSComp for android (`quant` int8dyn by default:
+    SmoothQuant + dynamic int8; fp32 on request), calibrated on the shipped corpus."""
     from compressors.moos import MOOSCompressor
+    from quant.calibration import moos_calibration
 
     base = MOOSCompressor.from_default()
     base.tokenizer.save_pretrained(tokenizer_dir)
+    calibration = moos_calibration(base, parts.SCORER_BUCKETS[-1], count=16) if quant == "int8dyn" else None
     out = {}
     for name, shape in {"minilm": preset.minilm_scorer, "mbert": preset.mbert}.items():
         module = base.torch_module if name == "minilm" and shape is None else parts.random_bert_scorer(shape)
         key = {"shape": asdict(shape) if shape else "embedded MiniLM-L6 default"}
-        out[name] = DeviceCompressor([str(p) for p in parts.scorer_ptes(module, name, key)], tokenizer_dir)
+        ptes = parts.scorer_ptes(module, name, key, quant, calibration)
+        out[name] = DeviceCompressor([str(p) for p in ptes], tokenizer_dir)
     return out, base.tokenizer
 
 
@@ -237,7 +243,7 @@ def run(args, progress=print) -> dict:
             prefill = parts.DevicePrefill(runner, pte, args.repeats)
         else:
             prefill = parts.LocalPrefill(pte, args.repeats)
-        compressors, tokenizer = make_compressors(preset, tokenizer_dir.name)
+        compressors, tokenizer = make_compressors(preset, tokenizer_dir.name, args.compressor_quant)
         prompt, source = build_prompt(tokenizer, args.prompt_tokens)
         text = text_bench(compressors, runner, prefill, tokenizer, prompt, ratios, args.repeats, progress)
         vision = vision_bench(preset, prefill, runner, vision_ratios, args.repeats, progress)
@@ -249,11 +255,12 @@ def run(args, progress=print) -> dict:
     here = f"device {args.device} (native runner, pipeline mode: runtime_cpp"
     return {
         "kind": "e2e_speedup", "device": args.device, "device_info": info, "preset": args.preset, "llm": llm,
+        "compressor_quant": args.compressor_quant,
         "repeats": args.repeats, "prompt_source": source, "machine_load": {"before": load_before, "after": machine_load()},
         "compressors": compressor_info(preset),
         "timed_where": {
             "llm_prefill": prefill.where,
-            "moos_compression": here + " tokenize + fp32 XNNPACK forwards at buckets "
+            "moos_compression": here + f" tokenize + {args.compressor_quant} XNNPACK forwards at buckets "
                                 f"{'/'.join(map(str, parts.SCORER_BUCKETS))} + word selection)",
             "evo_compression": here + " forward + top-k + gather)",
             "vit": vision["vit_where"]},
@@ -277,6 +284,8 @@ def main(argv=None) -> int:
     ap.add_argument("--llm-pte", default=None, help="use this decoder .pte (forward(tokens[1,N], input_pos[1]))")
     ap.add_argument("--eager-llm", action="store_true",
                     help="fallback: time the LLM prefill in eager PyTorch on this machine (no .pte; local only)")
+    ap.add_argument("--compressor-quant", default="int8dyn", choices=parts.COMPRESSOR_QUANTS,
+                    help="the compressors' .pte precision (int8dyn: what export.build ships for android)")
     ap.add_argument("--ratios", default="1,2,3,4,5")
     ap.add_argument("--vision-ratios", default="2,3,4")
     ap.add_argument("--prompt-tokens", type=int, default=2048)

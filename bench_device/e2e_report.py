@@ -31,7 +31,8 @@ def markdown(r: dict, png_name: str) -> str:
         out.append(f"| {row['compressor']} | {row['target_ratio']:g}x | {row['tokens_out']} | {row['achieved_ratio']:.2f}x | "
                    f"{row['compress_ms']:.0f} | {row['prefill_ms']:.0f} | {row['total_ms']:.0f} | "
                    f"**{row['speedup']:.2f}x** | {row['prefill_only_speedup']:.2f}x | {fx(row['cpu']['speedup'])} |")
-    out += ["", f"Compressors: " + "; ".join(f"{k}: {v}" for k, v in r["compressors"].items()) + ".", "",
+    out += ["", "Compressors (" + r.get("compressor_quant", "fp32") + " XNNPACK .pte): "
+            + "; ".join(f"{k}: {v}" for k, v in r["compressors"].items()) + ".", "",
             "Where the compression time goes (runner pipeline mode, median ms per stage):", "",
             "| compressor | target ratio | windows | tokenize | forward | post-process | total | not forward |",
             "|---|---|---|---|---|---|---|---|"]

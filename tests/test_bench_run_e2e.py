@@ -163,6 +163,7 @@ def check_e2e_report(stem: Path, ratios, device_kind: str) -> dict:
     assert ("device adb:" in where["llm_prefill"]) == (device_kind == "adb")
     assert all("pipeline mode" in where[k] for k in ("moos_compression", "evo_compression"))
     assert "Where the compression time goes" in md
+    assert result["compressor_quant"] == "int8dyn" and "int8dyn XNNPACK" in where["moos_compression"]
     assert result["device_info"]["kind"] == device_kind
     return result
 
