@@ -34,7 +34,6 @@ class DeviceRunner:
         self.device, self.threads, self.timeout = device, threads, timeout
         self.local = isinstance(device, LocalDevice)
         self._staged: dict[tuple, str] = {}
-        self._per_call: list[str] = []
         self.binary = self.stage(runner_binary, executable=True)
 
     def stage(self, path: str | os.PathLike, executable: bool = False) -> str:
@@ -77,8 +76,9 @@ class DeviceRunner:
         runner's JSON, plus "output_arrays" (list of numpy arrays of the last timed call) when outputs=True."""
         model = self.stage(pte)
         with tempfile.TemporaryDirectory(prefix="compkit-inputs-") as tmp:
+            per_call = []
             argv = ["--model", model, "--iters", str(iters), "--warmup", str(warmup)]
-            argv += self._input_args(inputs, Path(tmp))
+            argv += self._input_args(inputs, Path(tmp), per_call)
             for index in ones:
                 argv += ["--ones", str(index)]
             if vocab:
@@ -87,7 +87,7 @@ class DeviceRunner:
             if outputs:
                 out_dir = str(Path(tmp) / "out") if self.local else posixpath.join(self.device.workdir, "out")
                 argv += ["--output-dir", out_dir]
-            result = self._invoke(argv, Path(pte).name)
+            result = self._invoke(argv, Path(pte).name, per_call)
             if outputs:
                 result["output_arrays"] = self._outputs(result, out_dir, Path(tmp))
         return result
@@ -102,10 +102,11 @@ class DeviceRunner:
         for token in force_tokens:
             argv += ["--force", token]
         with tempfile.TemporaryDirectory(prefix="compkit-text-") as tmp:
+            per_call = []
             local = Path(tmp) / f"prompt_{os.getpid()}.txt"
             local.write_text(text, encoding="utf-8")
-            argv += self._input_args({}, Path(tmp), files={"--text-file": local})
-            return self._invoke(argv, f"the moos pipeline over {Path(ptes[0]).name}")
+            argv += ["--text-file", self._stage_once(local, per_call)]
+            return self._invoke(argv, f"the moos pipeline over {Path(ptes[0]).name}", per_call)
 
     def evo_pipeline(self, pte, *, ratio: float = 3.0, inputs: dict[int, np.ndarray] | None = None, iters: int = 5,
                      warmup: int = 1) -> dict:
@@ -114,35 +115,33 @@ class DeviceRunner:
         argv = ["--pipeline", "evo", "--model", self.stage(pte), "--ratio", repr(float(ratio)),
                 "--iters", str(iters), "--warmup", str(warmup)]
         with tempfile.TemporaryDirectory(prefix="compkit-inputs-") as tmp:
-            argv += self._input_args(inputs, Path(tmp))
-            return self._invoke(argv, Path(pte).name)
+            per_call = []
+            argv += self._input_args(inputs, Path(tmp), per_call)
+            return self._invoke(argv, Path(pte).name, per_call)
 
-    def _input_args(self, inputs: dict[int, np.ndarray] | None, tmp: Path, files: dict | None = None) -> list[str]:
-        """Runner flags for input arrays (raw little-endian files with their shapes) and for plain files given as
-        {flag: local path}; remote copies are noted for removal after the call."""
+    def _input_args(self, inputs: dict[int, np.ndarray] | None, tmp: Path, per_call: list[str]) -> list[str]:
+        """Runner flags for input arrays: raw little-endian files with their shapes."""
         argv = []
         for index, array in (inputs or {}).items():
             array = np.ascontiguousarray(array)
             local = tmp / f"input_{index}_{os.getpid()}.bin"
             local.write_bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-            argv += ["--input", f"{index}={self._stage_once(local)}", "--shape",
+            argv += ["--input", f"{index}={self._stage_once(local, per_call)}", "--shape",
                      f"{index}={'x'.join(map(str, array.shape))}"]
-        for flag, local in (files or {}).items():
-            argv += [flag, self._stage_once(local)]
         return argv
 
-    def _stage_once(self, local: Path) -> str:
+    def _stage_once(self, local: Path, per_call: list[str]) -> str:
+        """A file used by one call only: its device path, noted in per_call for removal after the call."""
         if self.local:
             return str(local)
         remote = self.stage(local)
-        self._per_call.append(remote)
+        per_call.append(remote)
         return remote
 
-    def _invoke(self, args: list[str], what: str) -> dict:
-        """Run the runner with args; its JSON, or RunnerFailed with its one-line error. Per-call inputs are
+    def _invoke(self, args: list[str], what: str, per_call: list[str]) -> dict:
+        """Run the runner with args; its JSON, or RunnerFailed with its one-line error. per_call files are
         removed from the device afterwards: they differ per call and must not pile up on the phone."""
         argv = [self.binary, *args] + (["--threads", str(self.threads)] if self.threads else [])
-        per_call, self._per_call = self._per_call, []
         self._staged = {k: v for k, v in self._staged.items() if v not in per_call}
         r = self.device.run(argv, timeout=self.timeout)  # a dead device raises here: nothing left to clean
         for remote in per_call:

@@ -99,7 +99,7 @@ def make_compressors(preset: Preset, tokenizer_dir: str, quant: str) -> dict:
 
     base = MOOSCompressor.from_default()
     base.tokenizer.save_pretrained(tokenizer_dir)
-    calibration = moos_calibration(base, parts.SCORER_BUCKETS[-1], count=16) if quant == "int8dyn" else None
+    calibration = lambda: moos_calibration(base, parts.SCORER_BUCKETS[-1], count=16)  # noqa: E731
     out = {}
     for name, shape in {"minilm": preset.minilm_scorer, "mbert": preset.mbert}.items():
         module = base.torch_module if name == "minilm" and shape is None else parts.random_bert_scorer(shape)

@@ -189,15 +189,20 @@ class VisionTower(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- forwards on a device
+def cached_pte(key: dict, quant: str = "fp32") -> Path:
+    """Where export_cached keeps the .pte of `key` in `quant`."""
+    key = {**key, "quant": quant} if quant != "fp32" else key  # fp32 keys stay as they were: caches stay valid
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_root().parent / "e2e" / f"{key.get('name', 'model')}-{digest}.pte"
+
+
 def export_cached(module: torch.nn.Module, example: tuple, names: list[str], outputs: list[str], key: dict,
                   dynamic_shapes=None, quant: str = "fp32") -> Path:
     """An XNNPACK .pte of `module` (fp32, or another export.executorch_xnnpack quant), cached under the compkit
     cache by `key` (shape + seed + inputs) and the quant."""
     from export.executorch_xnnpack import export
 
-    key = {**key, "quant": quant} if quant != "fp32" else key  # fp32 keys stay as they were: caches stay valid
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_root().parent / "e2e" / f"{key.get('name', 'model')}-{digest}.pte"
+    path = cached_pte(key, quant)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         export(module, example, names, outputs, quant, str(path), dynamic_shapes=dynamic_shapes)
@@ -210,19 +215,20 @@ COMPRESSOR_QUANTS = ("int8dyn", "fp32")
 
 def scorer_ptes(scorer_module, name: str, shape_key: dict, quant: str = "fp32", calibration=None) -> list[Path]:
     """The MOOSComp scorer as export.build lowers it for android: XNNPACK, one .pte per fixed bucket (the runner's
-    pipeline runs each window at the smallest bucket that holds it); int8dyn SmoothQuant-rescaled on
-    `calibration` first, as export.build does."""
+    pipeline runs each window at the smallest bucket that holds it); int8dyn SmoothQuant-rescaled first, as
+    export.build does, on calibration() (called only when a bucket still has to be exported)."""
     from compressors.moos_scorer import example_inputs
+    from quant import smoothquant
 
-    module = scorer_module.for_export()
-    key = {"name": name, **shape_key}
-    if quant == "int8dyn":
-        from quant import smoothquant
-
-        module = smoothquant.smooth_linears(module, smoothquant.smoothing_factors(module, calibration))
-        key["smoothquant_alpha"] = smoothquant.ALPHA
-    elif quant != "fp32":
+    if quant not in COMPRESSOR_QUANTS:
         raise ValueError(f"compressor quant must be one of {COMPRESSOR_QUANTS}, not {quant!r}")
+    key = {"name": name, **shape_key, **({"smoothquant_alpha": smoothquant.ALPHA} if quant == "int8dyn" else {})}
+    paths = [cached_pte({**key, "bucket": L}, quant) for L in SCORER_BUCKETS]
+    if all(p.exists() for p in paths):
+        return paths
+    module = scorer_module.for_export()
+    if quant == "int8dyn":
+        module = smoothquant.smooth_linears(module, smoothquant.smoothing_factors(module, calibration()))
     return [export_cached(module, example_inputs(L), ["input_ids", "attention_mask"], list(module.output_names),
                           {**key, "bucket": L}, quant=quant) for L in SCORER_BUCKETS]
 

@@ -1,6 +1,9 @@
 // See model_io.h.
 #include "model_io.h"
 
+#include <sys/resource.h>
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -95,6 +98,52 @@ std::string json_num(double x) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(6) << x;  // ms to the nanosecond
   return out.str();
+}
+
+std::string json_nums(const std::vector<double>& xs) {
+  std::string s = "[";
+  for (size_t i = 0; i < xs.size(); ++i) s += (i ? "," : "") + json_num(xs[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------- statistics and process figures
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t mid = v.size() / 2;
+  return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+LatencyStats latency_stats(const std::vector<double>& ms) {
+  LatencyStats s;
+  if (ms.empty()) return s;
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  for (double x : ms) s.avg += x;
+  s.avg /= ms.size();
+  size_t lo = sorted.size() / 10, hi = sorted.size() * 9 / 10;
+  if (hi <= lo) lo = 0, hi = sorted.size();
+  for (size_t i = lo; i < hi; ++i) s.trimmean += sorted[i];
+  s.trimmean /= (hi - lo);
+  s.median = median_of(sorted);
+  return s;
+}
+
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Peak resident set: VmHWM where /proc exists (Linux, Android), else getrusage.
+long peak_rss_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
 }
 
 // ---------------------------------------------------------------- model loading

@@ -63,9 +63,21 @@ std::string describe_outputs(const std::vector<EValue>& outputs);
 void dump_outputs(const std::vector<EValue>& outputs, const std::string& dir);
 void write_etdump(LoadedModel& model, const std::string& path);
 
+// Same statistics as ExecuTorch's benchmark app: the mean, the mean of the middle 80%, and the median.
+struct LatencyStats {
+  double avg = 0, trimmean = 0, median = 0;
+};
+LatencyStats latency_stats(const std::vector<double>& ms);
+double median_of(std::vector<double> v);
+long peak_rss_kb();
+// CPU time of the whole process (every thread). On a shared machine it grows less than wall time, so speedups
+// from it are the load-robust cross-check bench_device.e2e reports beside wall-time speedups.
+double process_cpu_ms();
+
 std::string dtype_name(ScalarType t);  // torch/numpy spelling: float32, int64, ...
 std::string json_str(const std::string& s);
 std::string json_num(double x);
+std::string json_nums(const std::vector<double>& xs);
 template <typename Seq>
 std::string json_ints(const Seq& xs) {
   std::string s = "[";

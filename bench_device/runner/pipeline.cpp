@@ -3,9 +3,6 @@
 // runner's own model call and runtime_cpp's top-k (compkit's tie rule), then gathers the kept tokens.
 #include "pipeline.h"
 
-#include <sys/resource.h>
-#include <time.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,20 +21,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-
-
-std::string json_nums(const std::vector<double>& xs) {
-  std::string s = "[";
-  for (size_t i = 0; i < xs.size(); ++i) s += (i ? "," : "") + json_num(xs[i]);
-  return s + "]";
-}
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t mid = v.size() / 2;
-  return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
 
 // Per-stage times of every timed iteration; the JSON gives each stage's median and all its values.
 struct Stages {
@@ -172,38 +155,6 @@ void run_evo(const PipelineOptions& o, int threads) {
 }
 
 }  // namespace
-
-LatencyStats latency_stats(const std::vector<double>& ms) {
-  LatencyStats s;
-  if (ms.empty()) return s;
-  std::vector<double> sorted = ms;
-  std::sort(sorted.begin(), sorted.end());
-  for (double x : ms) s.avg += x;
-  s.avg /= ms.size();
-  size_t lo = sorted.size() / 10, hi = sorted.size() * 9 / 10;
-  if (hi <= lo) lo = 0, hi = sorted.size();
-  for (size_t i = lo; i < hi; ++i) s.trimmean += sorted[i];
-  s.trimmean /= (hi - lo);
-  s.median = median_of(sorted);
-  return s;
-}
-
-double process_cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-// Peak resident set: VmHWM where /proc exists (Linux, Android), else getrusage.
-long peak_rss_kb() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
-}
 
 void run_pipeline(const PipelineOptions& o, int threads) {
   if (o.models.empty()) throw Failure("--model X.pte is required (see --help)", 2);

@@ -24,16 +24,6 @@ struct PipelineOptions {
   int warmup = 1, iters = 5;
 };
 
-// Same statistics as ExecuTorch's benchmark app: the mean, the mean of the middle 80%, and the median.
-struct LatencyStats {
-  double avg = 0, trimmean = 0, median = 0;
-};
-LatencyStats latency_stats(const std::vector<double>& ms);
-long peak_rss_kb();
-// CPU time of the whole process (every thread). On a shared machine it grows less than wall time, so speedups
-// from it are the load-robust cross-check bench_device.e2e reports beside wall-time speedups.
-double process_cpu_ms();
-
 // Prints one JSON object on stdout; throws Failure on bad input or a failed model call.
 void run_pipeline(const PipelineOptions& o, int threads);
 

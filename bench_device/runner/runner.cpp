@@ -172,16 +172,14 @@ static int run_benchmark(const Options& o) {
     if (name.ok()) backends += std::string(backends.size() > 1 ? "," : "") + json_str(*name);
   }
   backends += "]";
-  std::string iters = "[";
-  for (size_t i = 0; i < ms.size(); ++i) iters += (i ? "," : "") + json_num(ms[i]);
-  iters += "]";
 
   std::cout << "{\"model\":" << json_str(o.model) << ",\"method\":" << json_str(o.method)
             << ",\"avg_inference_latency(ms)\":" << json_num(stats.avg)
             << ",\"trimmean_inference_latency(ms)\":" << json_num(stats.trimmean)
             << ",\"median_inference_latency(ms)\":" << json_num(stats.median)
             << ",\"model_load_time(ms)\":" << json_num(m.load_ms) << ",\"peak_rss_kb\":" << peak_rss_kb()
-            << ",\"cpu_median_ms\":" << json_num(latency_stats(cpu).median) << ",\"iterations_ms\":" << iters << ",\"warmup\":" << o.warmup << ",\"iters\":" << o.iters
+            << ",\"cpu_median_ms\":" << json_num(median_of(cpu)) << ",\"iterations_ms\":" << json_nums(ms)
+            << ",\"warmup\":" << o.warmup << ",\"iters\":" << o.iters
             << ",\"threads\":" << tp::get_threadpool()->get_thread_count() << ",\"backends\":" << backends
             << ",\"inputs\":" << inputs.json << ",\"outputs\":" << describe_outputs(outputs)
             << ",\"etdump\":" << (o.etdump.empty() ? "null" : json_str(o.etdump)) << "}" << std::endl;
