@@ -294,10 +294,12 @@ CompressResult MoosCompressor::compress(std::string_view text, const CompressOpt
   }
 
   // ---- tokenize: force mapping, chunking, re-tokenizing each chunk (as LLMLingua), [CLS]/[SEP]
-  r.origin_tokens = static_cast<int32_t>(tok.encode(text).size());
   std::string mapped(text);
   for (const auto& [original, stand_in] : rules.token_map) mapped = replace_all(std::move(mapped), original, stand_in);
   const std::vector<std::string> pieces = tok.tokenize(mapped);
+  // With no force token rewriting the text, the chunking's pieces are the origin count (as compressors/moos.py
+  // counts): one tokenizer pass over the whole prompt fewer.
+  r.origin_tokens = static_cast<int32_t>(rules.token_map.empty() ? pieces.size() : tok.encode(text).size());
   std::vector<std::string> chunks;
   for (const auto& [a, b] : chunk_pieces(pieces, chunk_end, static_cast<size_t>(config_.max_seq_len - 2)))
     chunks.push_back(tok.tokens_to_string(std::vector<std::string>(pieces.begin() + a, pieces.begin() + b)));
