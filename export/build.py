@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 
-from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export
+from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export, parallel
 from .files import atomic_path, sha256_path, size_bytes, write_bytes
 from .targets import MODELS, TARGETS, artifact_name, plan
 
@@ -52,6 +52,8 @@ def parse_args(argv):
     ap.add_argument("--out", metavar="DIR", help="build folder (default artifacts/YYYYMMDD-HHMMSS-TARGET); must not "
                     "exist or be empty")
     ap.add_argument("--allow-disabled", action="store_true", help="exit 0 even when artifacts fail parity")
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+                    help="artifacts exported at once, in forked worker processes (default: the cores, at most 4)")
     ap.add_argument("--skip-parity", action="store_true", help=argparse.SUPPRESS)  # tests of export alone
     args = ap.parse_args(argv)
 
@@ -78,6 +80,8 @@ def parse_args(argv):
         path = getattr(args, flag)
         if path is not None and not os.path.isdir(path):
             raise BadInput(f"--{flag.replace('_', '-')} {path}: directory not found")
+    if args.jobs < 1:
+        raise BadInput(f"--jobs must be >= 1, not {args.jobs}")
     if args.visual_tokens < 1:
         raise BadInput(f"--visual-tokens must be >= 1, not {args.visual_tokens}")
     if args.out is None:
@@ -131,16 +135,22 @@ class ModelJob:
     smooth_recipes: tuple = ()
     _factors: dict = None
 
-    def module_for(self, backend: str, quant: str):
-        """The module to export: SmoothQuant-rescaled for smooth_recipes (the factors are measured once, on the
-        largest bucket's calibration windows, and serve every bucket), else the module itself."""
-        if (backend, quant) not in self.smooth_recipes:
-            return self.module
+    def smoothing_factors(self) -> dict:
+        """SmoothQuant's factors, measured once on the largest bucket's calibration windows (they serve every
+        bucket); the build measures them before it forks its export workers, so they share one copy."""
         from quant import smoothquant
 
         if self._factors is None:
             self._factors = smoothquant.smoothing_factors(self.module, self.calibration(self.info["buckets"][-1]))
-        return smoothquant.smooth_linears(self.module, self._factors)
+        return self._factors
+
+    def module_for(self, backend: str, quant: str):
+        """The module to export: SmoothQuant-rescaled for smooth_recipes, else the module itself."""
+        if (backend, quant) not in self.smooth_recipes:
+            return self.module
+        from quant import smoothquant
+
+        return smoothquant.smooth_linears(self.module, self.smoothing_factors())
 
 
 def load_moos(path, seq_lens) -> ModelJob:
@@ -214,15 +224,22 @@ def dtype_name(t) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def new_entry(job: ModelJob, recipe, bucket, example=None) -> dict:
+    """An artifact's manifest entry before its export: name, spec, and empty results."""
+    example = tuple(job.example(bucket)) if example is None else example
+    return {"file": artifact_name(recipe.model, recipe.backend, recipe.quant, bucket), "model": recipe.model,
+            "backend": recipe.backend, "quant": recipe.quant, "bucket": bucket,
+            "input_spec": {n: [list(t.shape), dtype_name(t)] for n, t in zip(job.input_names, example)},
+            "output_names": job.output_names, "size_bytes": None, "sha256": None, "delegation": None,
+            "runtime_imports": [], "build_seconds": None, "parity": None, "latency_ms": None,
+            "enabled": True, "disabled_reason": None}
+
+
 def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
     """Export one artifact; return its manifest entry (enabled false + reason when a step failed)."""
-    name = artifact_name(recipe.model, recipe.backend, recipe.quant, bucket)
     example = tuple(job.example(bucket))
-    entry = {"file": name, "model": recipe.model, "backend": recipe.backend, "quant": recipe.quant, "bucket": bucket,
-             "input_spec": {n: [list(t.shape), dtype_name(t)] for n, t in zip(job.input_names, example)},
-             "output_names": job.output_names, "size_bytes": None, "sha256": None, "delegation": None,
-             "runtime_imports": [], "build_seconds": None, "parity": None, "latency_ms": None,
-             "enabled": True, "disabled_reason": None}
+    entry = new_entry(job, recipe, bucket, example)
+    name = entry["file"]
     current = {"step": "export"}
 
     def step(s):
@@ -313,8 +330,6 @@ def summary_table(manifest) -> str:
 
 
 def build(args) -> int:
-    from tqdm import tqdm
-
     # Load (and so validate) every model before anything is written.
     jobs = {}
     if "moos" in args.models:
@@ -335,13 +350,23 @@ def build(args) -> int:
     if "moos" in jobs:
         save_tokenizer(jobs["moos"].tokenizer, args.out)
     started = time.perf_counter()
-    for i, (recipe, bucket) in enumerate(work, 1):
-        name = artifact_name(recipe.model, recipe.backend, recipe.quant, bucket)
-        with tqdm(total=len(STEPS), desc=f"[{i}/{len(work)}] {name}", leave=True, file=sys.stderr,
-                  dynamic_ncols=True) as bar:
-            manifest["artifacts"].append(build_artifact(jobs[recipe.model], recipe, bucket, args.out, bar))
-            bar.update(bar.total - bar.n)  # backends run 2-4 of the steps
+    for name in {r.model for r, _ in work if (r.backend, r.quant) in jobs[r.model].smooth_recipes}:
+        jobs[name].smoothing_factors()  # before the workers fork: measured once, shared by all of them
+    entries = [None] * len(work)
+
+    def finished(i, entry):
+        recipe, bucket = work[i]
+        if entry is None:  # its worker died
+            entry = new_entry(jobs[recipe.model], recipe, bucket)
+            entry.update(enabled=False, disabled_reason="export failed: the export worker died (out of memory? "
+                         "retry with --jobs 1)", export_error=True)
+        entries[i] = entry
+        manifest["artifacts"] = [e for e in entries if e is not None]  # in plan order
         write_manifest(args.out, manifest)  # after every artifact, so an interrupted build is still readable
+
+    names = [artifact_name(r.model, r.backend, r.quant, b) for r, b in work]
+    parallel.run_all(work, lambda task, bar: build_artifact(jobs[task[0].model], task[0], task[1], args.out, bar),
+                     args.jobs, names, len(STEPS), finished)
     if "moos" in jobs:
         write_shared_vectors(jobs, args.out)
     export_seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ from quant import xnnpack_pt2e
 
 from .delegation import delegation_summary
 from .files import write_bytes
-from .xnnpack_rewrites import DelegableLayerNorm, DelegableSums, delegable_layer_norms
+from .xnnpack_rewrites import DelegableLayerNorm, DelegableSums, xnnpack_form
 
 BACKEND = "xnnpack"
 QUANTS = ("fp32",) + xnnpack_pt2e.QUANTS
@@ -31,7 +31,7 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
     the stage that failed."""
     if quant not in QUANTS:
         raise ValueError(f"XNNPACK quant must be one of {QUANTS}, not {quant!r}")
-    module = delegable_layer_norms(module.eval())
+    module = xnnpack_form(module.eval())
     if quant != "fp32":
         step("quantize")
         with DelegableSums():

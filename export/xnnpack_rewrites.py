@@ -1,10 +1,16 @@
-"""Export-time rewrites that keep more of a graph inside XNNPACK, with the same maths.
+"""Export-time rewrites that keep more of a graph inside XNNPACK, and make it cheaper there, with the same maths.
 
-XNNPACK (ExecuTorch 1.5) has no layer_norm kernel: every LayerNorm stays outside the delegate and cuts the
-graph, so a 6-layer BERT lowers into ~18 subgraphs with 13 CPU-portable layer norms between them
-(toolchain.md pitfall 4). Written with ops XNNPACK does take (mean over the two innermost dims of a 4-D
-tensor = global average pooling, sub, mul, rsqrt, add), LayerNorm is delegated and the encoder becomes
-one subgraph, which also makes lowering faster (the XNNPACK passes run once per subgraph).
+LayerNorm: XNNPACK (ExecuTorch 1.5) has no layer_norm kernel, so every nn.LayerNorm stays outside the delegate
+and cuts the graph (a 6-layer BERT: ~18 subgraphs, 13 CPU-portable layer norms; toolchain.md pitfall 4).
+DelegableLayerNorm writes it with delegated ops. Its two means over the hidden dim are [H] -> [1] matmuls:
+the earlier form (a 4-D mean = global average pooling) made ExecuTorch wrap every LayerNorm in two NHWC
+transposes, ~7% of the int8 MiniLM's time at 512 tokens (docs/EXPORT.md, "Attention and LayerNorm rewrites").
+
+Self-attention: DelegableSelfAttention replaces a BERT-family self-attention (transformers' *SelfAttention with
+query / key / value Linears) with the same function minus two passes over the [heads, L, L] scores: the
+1/sqrt(d) scale is folded into the query projection, and the additive padding mask rides inside the QK^T
+matmul as one extra column per head (queries get a constant 1, keys get the mask value), so q'.k' = q.k/sqrt(d)
++ mask. The keys are permuted once, straight to [B, heads, d+1, L].
 
 Reductions: XNNPACK has no sum kernel either, and MOOSComp's outlier z-score is five masked sums, each one a
 cut in the graph. DelegableSums (a TorchFunctionMode active while torch.export traces) rewrites a float
@@ -17,12 +23,13 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 
 class DelegableLayerNorm(nn.Module):
-    """nn.LayerNorm over the last dim of a [B, L, H] tensor, written for XNNPACK."""
+    """nn.LayerNorm over the last dim, written for XNNPACK (module doc)."""
 
     def __init__(self, ln: nn.LayerNorm):
         super().__init__()
@@ -31,15 +38,13 @@ class DelegableLayerNorm(nn.Module):
         self.eps = ln.eps
         self.weight = ln.weight
         self.bias = ln.bias
+        h = ln.normalized_shape[0]
+        dtype = ln.weight.dtype if ln.weight is not None else torch.float32
+        self.register_buffer("average", torch.full((1, h), 1.0 / h, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [B, L, H] -> [B, L, H, 1]: a mean over dims (2, 3) with keepdim is XNNPACK's global average pool.
-        # reshape with static sizes (not squeeze/unsqueeze): static view_copy is delegated, squeeze_copy is not
-        shape = x.shape
-        x4 = x.reshape(shape[0], shape[1], shape[2], 1)
-        centred = x4 - x4.mean(dim=(2, 3), keepdim=True)
-        var = (centred * centred).mean(dim=(2, 3), keepdim=True)
-        y = (centred * torch.rsqrt(var + self.eps)).reshape(shape)
+        centred = x - F.linear(x, self.average)
+        y = centred * torch.rsqrt(F.linear(centred * centred, self.average) + self.eps)
         if self.weight is not None:
             y = y * self.weight
         if self.bias is not None:
@@ -47,13 +52,80 @@ class DelegableLayerNorm(nn.Module):
         return y
 
 
-def delegable_layer_norms(module: nn.Module) -> nn.Module:
-    """A deep copy of `module` with every last-dim nn.LayerNorm replaced by DelegableLayerNorm."""
+def _with_extra_column(proj: nn.Module, heads: int, head_dim: int, extra_bias: float, scale: float = 1.0) -> nn.Module:
+    """A copy of a projection (nn.Linear, or a wrapper holding one as `.linear`, e.g. quant.smoothquant's
+    SmoothedLinear) whose output is [heads, head_dim + 1] per token: the rows times `scale`, and per head one
+    more output with zero weights and bias `extra_bias`, exact in fp32 and in per-channel int8."""
+    inner = proj.linear if hasattr(proj, "linear") else proj
+    ext = nn.Linear(inner.in_features, heads * (head_dim + 1), dtype=inner.weight.dtype)
+    with torch.no_grad():
+        w = inner.weight.new_zeros(heads, head_dim + 1, inner.in_features)
+        b = inner.weight.new_zeros(heads, head_dim + 1)
+        w[:, :head_dim] = inner.weight.reshape(heads, head_dim, -1) * scale
+        if inner.bias is not None:
+            b[:, :head_dim] = inner.bias.reshape(heads, head_dim) * scale
+        b[:, head_dim] = extra_bias
+        ext.weight.copy_(w.reshape(heads * (head_dim + 1), -1))
+        ext.bias.copy_(b.reshape(-1))
+    if inner is proj:
+        return ext
+    wrapper = copy.copy(proj)  # shares the wrapper's buffers (e.g. SmoothQuant's inv_factor), swaps the Linear
+    wrapper._modules = dict(proj._modules, linear=ext)
+    return wrapper
+
+
+def _is_plain_self_attention(m: nn.Module) -> bool:
+    """transformers' BERT-family encoder self-attention with absolute positions (no relative-position tables)."""
+    return (type(m).__name__.endswith("SelfAttention") and all(isinstance(getattr(m, n, None), nn.Module)
+                                                               for n in ("query", "key", "value"))
+            and hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size")
+            and not getattr(m, "is_decoder", False) and not hasattr(m, "distance_embedding"))
+
+
+class DelegableSelfAttention(nn.Module):
+    """softmax(QK^T / sqrt(d) + mask) V with the scale and the mask folded into the QK^T matmul (module doc).
+
+    Takes the call of the module it replaces and returns (context [B, L, heads * d], None). The mask must be
+    the additive key mask [B, 1, 1, L] that compressors.moos_scorer builds."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        self.heads, self.head_dim = attn.num_attention_heads, attn.attention_head_size
+        scaling = getattr(attn, "scaling", self.head_dim ** -0.5)
+        self.query = _with_extra_column(attn.query, self.heads, self.head_dim, 1.0, scaling)
+        self.key = _with_extra_column(attn.key, self.heads, self.head_dim, 0.0)
+        self.value = attn.value
+        mask_column = torch.zeros(self.head_dim + 1)
+        mask_column[-1] = 1.0
+        self.register_buffer("mask_column", mask_column)
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+        if encoder_hidden_states is not None:
+            raise ValueError("DelegableSelfAttention is for encoder self-attention, not cross-attention")
+        b, n, _ = hidden_states.shape
+        h, d = self.heads, self.head_dim
+        q = self.query(hidden_states).reshape(b, n, h, d + 1).transpose(1, 2)
+        k = self.key(hidden_states).reshape(b, n, h, d + 1)
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (b, 1, 1, n):
+                raise ValueError(f"DelegableSelfAttention needs an additive key mask [B, 1, 1, L], got "
+                                 f"{list(attention_mask.shape)}")
+            k = k + attention_mask.reshape(b, n, 1, 1) * self.mask_column
+        v = self.value(hidden_states).reshape(b, n, h, d).transpose(1, 2)
+        probs = torch.softmax(torch.matmul(q, k.permute(0, 2, 3, 1)), dim=-1)
+        return torch.matmul(probs, v).transpose(1, 2).reshape(b, n, h * d), None
+
+
+def xnnpack_form(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` with every last-dim nn.LayerNorm replaced by DelegableLayerNorm and every plain
+    BERT-family self-attention by DelegableSelfAttention (same function, module doc)."""
     module = copy.deepcopy(module)
-    for name, child in list(module.named_modules()):
+    for _, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             if isinstance(sub, nn.LayerNorm) and len(sub.normalized_shape) == 1:
                 setattr(child, attr, DelegableLayerNorm(sub))
+            elif _is_plain_self_attention(sub):
+                setattr(child, attr, DelegableSelfAttention(sub))
     return module
 
 

@@ -20,7 +20,7 @@ from export import build as build_cli
 from export import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export
 from export.files import sha256_path
 from export.targets import TARGETS, artifact_name, plan
-from export.xnnpack_rewrites import DelegableLayerNorm, delegable_layer_norms
+from export.xnnpack_rewrites import DelegableLayerNorm, DelegableSelfAttention, xnnpack_form
 from quant.calibration import evo_calibration, moos_calibration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,8 +132,51 @@ def test_delegable_layer_norm_matches_nn_layer_norm():
         ln.bias.normal_()
     x = torch.randn(2, 7, 48) * 3 + 1
     torch.testing.assert_close(DelegableLayerNorm(ln)(x), ln(x), atol=1e-5, rtol=1e-5)
-    wrapped = delegable_layer_norms(torch.nn.Sequential(torch.nn.Linear(48, 48), ln))
+    wrapped = xnnpack_form(torch.nn.Sequential(torch.nn.Linear(48, 48), ln))
     assert isinstance(wrapped[1], DelegableLayerNorm) and isinstance(ln, torch.nn.LayerNorm)  # a copy
+
+
+def _score_shaped_ops(graph_module, n: int) -> list[str]:
+    """add / mul nodes whose output ends in [n, n]: elementwise passes over the attention scores."""
+    targets = (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor)
+    return [str(node.target) for node in graph_module.graph.nodes
+            if node.op == "call_function" and node.target in targets and isinstance(node.meta.get("val"), torch.Tensor)
+            and node.meta["val"].dim() >= 2 and tuple(node.meta["val"].shape[-2:]) == (n, n)]
+
+
+@pytest.mark.parametrize("smoothed", [False, True])
+def test_delegable_self_attention_is_the_same_function_with_no_pass_over_the_scores(moos, bert_dir, smoothed):
+    from quant import smoothquant
+
+    module = MOOSCompressor.from_pretrained(bert_dir).torch_module.for_export()
+    _, cal = moos_inputs(moos)
+    ids, mask = next((i, m) for i, m in cal if int(m.sum()) < L)  # padded keys: the folded mask must hide them
+    if smoothed:  # SmoothQuant runs before the rewrite in export.build: its wrappers must survive it
+        module = smoothquant.smooth_linears(module, smoothquant.smoothing_factors(module, cal))
+    rewritten = xnnpack_form(module)
+    n_layers = module.model.config.num_hidden_layers
+    assert sum(isinstance(m, DelegableSelfAttention) for m in rewritten.modules()) == n_layers
+    with torch.no_grad():
+        want, got = module(ids, mask), rewritten(ids, mask)
+        swapped = ids.clone()  # padded positions' ids must not matter: the mask hides them
+        swapped[0, int(mask.sum()):] = 7
+        got_swapped = rewritten(swapped, mask)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], want[1], atol=1e-4, rtol=0)
+    n = int(mask.sum())
+    torch.testing.assert_close(got_swapped[0][:, :n], got[0][:, :n], atol=1e-6, rtol=0)
+
+    before = torch.export.export(module, (ids, mask)).graph_module
+    after = torch.export.export(rewritten, (ids, mask)).graph_module
+    assert len(_score_shaped_ops(before, L)) == 2 * n_layers  # HF's eager attention: scale and mask
+    assert _score_shaped_ops(after, L) == []
+
+
+def test_delegable_self_attention_refuses_a_mask_it_cannot_fold(moos):
+    attn = next(m for m in xnnpack_form(moos.torch_module).modules() if isinstance(m, DelegableSelfAttention))
+    hidden = torch.randn(1, 4, attn.heads * attn.head_dim)
+    with pytest.raises(ValueError, match=r"additive key mask \[B, 1, 1, L\]"):
+        attn(hidden, attention_mask=torch.zeros(1, 1, 4, 4))
 
 
 def test_moos_calibration_is_real_text_in_the_bucket(moos):
@@ -358,7 +401,8 @@ def check_manifest(out, target, expected_files):
 def test_cli_android_end_to_end(bert_dir, evo_dir, tmp_path):
     out = str(tmp_path / "android")
     r = run_cli("--target", "android", "--moos-checkpoint", bert_dir, "--evo-checkpoint", evo_dir,
-                "--quant", "fp32,int8dyn", "--seq-lens", "32", "--visual-tokens", "36", "--out", out, "--allow-disabled")
+                "--quant", "fp32,int8dyn", "--seq-lens", "32", "--visual-tokens", "36", "--out", out, "--allow-disabled",
+                "--jobs", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     expected = ["moos_xnnpack_int8dyn_32.pte", "moos_xnnpack_fp32_32.pte", "moos_onnx_fp32_32.onnx",
                 "moos_onnx_int8dyn_32.onnx", "evo_xnnpack_int8dyn.pte", "evo_xnnpack_fp32.pte", "evo_onnx_fp32.onnx",
@@ -383,6 +427,11 @@ def test_cli_android_end_to_end(bert_dir, evo_dir, tmp_path):
         fp32 = [a for a in m["artifacts"] if a["quant"] == "fp32"]
         assert all(a["enabled"] and a["parity"] is not None for a in fp32), [(a["file"], a["disabled_reason"]) for a in fp32]
     assert "artifact" in r.stdout and "moos_xnnpack_fp32_32.pte" in r.stdout.split("artifact", 1)[-1]  # summary
+    # a forked export worker writes the same bytes as an export in this process
+    job = build_cli.load_evo(evo_dir, 36)
+    here = str(tmp_path / "evo_here.pte")
+    executorch_xnnpack.export(job.module, tuple(job.example(None)), job.input_names, job.output_names, "fp32", here)
+    assert sha256_path(here) == next(a["sha256"] for a in m["artifacts"] if a["file"] == "evo_xnnpack_fp32.pte")
     # a flipped byte no longer matches the manifest's sha256
     victim = os.path.join(out, "moos_onnx_fp32_32.onnx")
     before = sha256_path(victim)
