@@ -5,7 +5,7 @@
    numeric parity (max-abs, mean-abs, PSNR of keep_prob / keep_logits) and decision parity, the thing a user
    feels: MOOSComp kept-word agreement and exact compressed-text match through the full compress_prompt at
    rates 0.25, 0.33, 0.5; EvoComp top-k IoU at 2x, 3x, 4x;
-3. latency of one run at the artifact's shape on this CPU (median).
+3. latency of one run at the artifact's shape on this CPU (median), its calls interleaved with the eager model's.
 Thresholds are per precision (THRESHOLDS; reasons in docs/PARITY.md). parity.json and parity.md land beside
 the manifest; --record also writes parity, latency_ms, enabled and disabled_reason into manifest.json.
 """
@@ -23,7 +23,7 @@ from . import corpus
 from .manifest import ManifestError, read_manifest, verify_sha256, write_json_atomic, write_text_atomic
 from .pipeline import BucketedEagerScorer, Build, MoosArtifactScorer, evo_compress
 from .report import markdown_table
-from .runners import EagerRunner, RunnerUnavailable
+from .runners import EagerRunner, RunnerUnavailable, paired_latency_ms
 
 MOOS_RATES = (0.25, 0.33, 0.5)
 EVO_RATIOS = (2.0, 3.0, 4.0)
@@ -89,8 +89,7 @@ def word_labels(result: dict) -> list[tuple[str, str]]:
     return [tuple(x.rsplit(_LAB, 1)) for x in result["fn_labeled_original_prompt"].split(_SEP)]
 
 
-def moos_group(build: Build, arts: list[dict], prompts: list[str], ref_cache: dict, latency_runs: int,
-               eager_ms: dict) -> dict:
+def moos_group(build: Build, arts: list[dict], prompts: list[str], ref_cache: dict, latency_runs: int) -> dict:
     """Parity of one MOOSComp backend+quant (its buckets together, as the pipeline uses them): {file: record}.
     Both sides chunk at the group's largest bucket and pad to the same buckets, so they see identical inputs."""
     buckets = sorted(a["bucket"] for a in arts)
@@ -141,16 +140,13 @@ def moos_group(build: Build, arts: list[dict], prompts: list[str], ref_cache: di
                     np.concatenate([art.cache[k][out][m] for k, m in zip(keys, sel)]))
         window = {"input_ids": np.frombuffer(keys[0][0], np.int32)[None].copy(),
                   "attention_mask": np.frombuffer(keys[0][1], np.int32)[None].copy()}
-        rec["latency_ms"] = runners[L].latency_ms(window, runs=latency_runs)
-        if ("moos", L) not in eager_ms:
-            eager = EagerRunner(build.moos.torch_module, a["input_spec"], a["output_names"])
-            eager_ms["moos", L] = eager.latency_ms(window, runs=latency_runs)
-        rec["eager_latency_ms"] = eager_ms["moos", L]
+        eager = EagerRunner(build.moos.torch_module, a["input_spec"], a["output_names"])
+        rec["latency_ms"], rec["eager_latency_ms"] = paired_latency_ms(runners[L], eager, window, latency_runs)
         records[a["file"]] = rec
     return records
 
 
-def evo_artifact(build: Build, a: dict, n_sets: int, seed: int, latency_runs: int, eager_ms: dict) -> dict:
+def evo_artifact(build: Build, a: dict, n_sets: int, seed: int, latency_runs: int) -> dict:
     runner = build.runner(a)
     eager = EagerRunner(build.evo, a["input_spec"], a["output_names"] or ["keep_logits"], name="eager")
     (_, n, dv), (_, t, dt) = runner.input_spec["visual_tokens"][0], runner.input_spec["text_embeds"][0]
@@ -169,14 +165,12 @@ def evo_artifact(build: Build, a: dict, n_sets: int, seed: int, latency_runs: in
             beyond[r].append(iou_beyond_ties(refs[-1][0], gots[-1][0], i_ref, i_got))
     first = {"visual_tokens": sets[0]["visual_tokens"][None], "text_embeds": sets[0]["text_embeds"][None],
              "text_mask": sets[0]["text_mask"][None].astype(mask_dtype)}
-    shape_key = ("evo", str(a["input_spec"]))
-    if shape_key not in eager_ms:
-        eager_ms[shape_key] = eager.latency_ms(first, runs=latency_runs)
+    latency, eager_latency = paired_latency_ms(runner, eager, first, latency_runs)
     return {"token_sets": n_sets, "numeric": numeric(np.concatenate(refs), np.concatenate(gots)),
             "decisions": {"iou": {f"{r:g}x": float(np.mean(v)) for r, v in ious.items()},
                           "iou_min": {f"{r:g}x": float(np.min(v)) for r, v in ious.items()},
                           "iou_beyond_ties": {f"{r:g}x": float(np.mean(v)) for r, v in beyond.items()}},
-            "latency_ms": runner.latency_ms(first, runs=latency_runs), "eager_latency_ms": eager_ms[shape_key]}
+            "latency_ms": latency, "eager_latency_ms": eager_latency}
 
 
 def judge(rec: dict, precision: str) -> list[str]:
@@ -202,7 +196,7 @@ def judge(rec: dict, precision: str) -> list[str]:
 
 def check_build(build: Build, prompts: list[str], n_sets: int = 20, seed: int = 0, latency_runs: int = 5) -> list[dict]:
     """One result per artifact: {file, model, backend, quant, precision, status, reasons, ...figures}."""
-    results, ref_cache, eager_ms = {}, {}, {}
+    results, ref_cache = {}, {}
     groups: dict[tuple, list[dict]] = {}
     for a in build.artifacts():
         base = {"file": a["file"], "model": a["model"], "backend": a["backend"], "quant": a["quant"],
@@ -219,9 +213,9 @@ def check_build(build: Build, prompts: list[str], n_sets: int = 20, seed: int = 
         files = [a["file"] for a in arts]
         try:
             if arts[0]["model"] == "moos":
-                recs = moos_group(build, arts, prompts, ref_cache, latency_runs, eager_ms)
+                recs = moos_group(build, arts, prompts, ref_cache, latency_runs)
             else:
-                recs = {arts[0]["file"]: evo_artifact(build, arts[0], n_sets, seed, latency_runs, eager_ms)}
+                recs = {arts[0]["file"]: evo_artifact(build, arts[0], n_sets, seed, latency_runs)}
         except RunnerUnavailable as e:
             for f in files:
                 results[f].update(status="skipped", reasons=[str(e)])

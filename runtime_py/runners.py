@@ -117,6 +117,25 @@ class BaseRunner:
         return f"{type(self).__name__}({self.name})"
 
 
+def paired_latency_ms(runner, reference, inputs: dict[str, np.ndarray], runs: int = 5,
+                      warmup: int = 1) -> tuple[float, float]:
+    """Median wall time of one run() of `runner` and of `reference`, their calls interleaved (A B A B ...).
+
+    A shared or virtual machine's speed drifts over seconds; two back-to-back medians of the same pair were
+    measured 2.2x and 2.4x apart in speed ratio (docs/BENCHMARKS.md). Alternating exposes both to the same
+    drift, so their ratio, the figure the latency table is about, holds steadier."""
+    for _ in range(warmup):
+        runner.run(inputs)
+        reference.run(inputs)
+    times = ([], [])
+    for _ in range(runs):
+        for side, r in zip(times, (runner, reference)):
+            t = time.perf_counter()
+            r.run(inputs)
+            side.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
 class EagerRunner(BaseRunner):
     """A torch module called with its inputs in spec order; the reference every artifact is compared against."""
 

@@ -211,3 +211,20 @@ def test_load_build_errors_are_one_line(tmp_path, build):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="schema 7"):
         load_build(tmp_path)
+
+
+def test_paired_latency_interleaves_the_two_runners_call_by_call():
+    from runtime_py.runners import paired_latency_ms
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, inputs):
+            calls.append((self.name, inputs["x"]))
+
+    a, b = paired_latency_ms(Recorder("artifact"), Recorder("eager"), {"x": 1}, runs=3, warmup=1)
+    assert [c[0] for c in calls] == ["artifact", "eager"] * 4 and all(c[1] == 1 for c in calls)
+    assert a > 0 and b > 0
