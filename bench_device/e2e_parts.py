@@ -191,7 +191,9 @@ class VisionTower(torch.nn.Module):
 # ------------------------------------------------------------------------------------------- forwards on a device
 def cached_pte(key: dict, quant: str = "fp32") -> Path:
     """Where export_cached keeps the .pte of `key` in `quant`."""
-    key = {**key, "quant": quant} if quant != "fp32" else key  # fp32 keys stay as they were: caches stay valid
+    from export.executorch_xnnpack import GRAPH_FORM
+
+    key = {**key, "quant": quant, "graph_form": GRAPH_FORM}  # a .pte lowered by older export code is not reused
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root().parent / "e2e" / f"{key.get('name', 'model')}-{digest}.pte"
 

@@ -11,6 +11,9 @@ from .xnnpack_rewrites import DelegableLayerNorm, DelegableSums, xnnpack_form
 
 BACKEND = "xnnpack"
 QUANTS = ("fp32",) + xnnpack_pt2e.QUANTS
+# Bumped whenever export changes the graph it lowers for the same module (xnnpack_rewrites); caches of .pte
+# files (bench_device.e2e) key on it. 2: self-attention with the scale and mask folded in, matmul-mean LayerNorm.
+GRAPH_FORM = 2
 
 
 def lower(exported: torch.export.ExportedProgram):

@@ -118,21 +118,23 @@ class BaseRunner:
 
 
 def paired_latency_ms(runner, reference, inputs: dict[str, np.ndarray], runs: int = 5,
-                      warmup: int = 1) -> tuple[float, float]:
-    """Median wall time of one run() of `runner` and of `reference`, their calls interleaved (A B A B ...).
+                      block: int = 5) -> tuple[float, float]:
+    """Median wall time of one run() of `runner` and of `reference`, timed in alternating blocks of `block` calls.
 
-    A shared or virtual machine's speed drifts over seconds; two back-to-back medians of the same pair were
-    measured 2.2x and 2.4x apart in speed ratio (docs/BENCHMARKS.md). Alternating exposes both to the same
-    drift, so their ratio, the figure the latency table is about, holds steadier."""
-    for _ in range(warmup):
-        runner.run(inputs)
-        reference.run(inputs)
+    A shared or virtual machine's speed drifts over seconds: two back-to-back medians of the same pair were
+    measured 2.2x and 2.4x apart in speed ratio (docs/BENCHMARKS.md). Alternating blocks expose both sides to the
+    same drift. Not call by call: ONNX Runtime's, OpenMP's and XNNPACK's worker threads spin for a while after a
+    call, and on 2 cores that stole up to 60% from whatever ran next; so each block starts with one untimed call
+    that absorbs the other side's tail (and re-warms caches)."""
     times = ([], [])
-    for _ in range(runs):
+    while len(times[0]) < runs:
+        n = min(block, runs - len(times[0]))
         for side, r in zip(times, (runner, reference)):
-            t = time.perf_counter()
-            r.run(inputs)
-            side.append((time.perf_counter() - t) * 1e3)
+            r.run(inputs)  # untimed: the switch
+            for _ in range(n):
+                t = time.perf_counter()
+                r.run(inputs)
+                side.append((time.perf_counter() - t) * 1e3)
     return float(np.median(times[0])), float(np.median(times[1]))
 
 

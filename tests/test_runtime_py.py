@@ -213,7 +213,7 @@ def test_load_build_errors_are_one_line(tmp_path, build):
         load_build(tmp_path)
 
 
-def test_paired_latency_interleaves_the_two_runners_call_by_call():
+def test_paired_latency_alternates_blocks_each_opened_by_an_untimed_call():
     from runtime_py.runners import paired_latency_ms
 
     calls = []
@@ -225,6 +225,7 @@ def test_paired_latency_interleaves_the_two_runners_call_by_call():
         def run(self, inputs):
             calls.append((self.name, inputs["x"]))
 
-    a, b = paired_latency_ms(Recorder("artifact"), Recorder("eager"), {"x": 1}, runs=3, warmup=1)
-    assert [c[0] for c in calls] == ["artifact", "eager"] * 4 and all(c[1] == 1 for c in calls)
-    assert a > 0 and b > 0
+    a, b = paired_latency_ms(Recorder("A"), Recorder("B"), {"x": 1}, runs=7, block=3)
+    # blocks of 3, 3 and the last 1 timed call per side, each after one untimed call
+    assert "".join(c[0] for c in calls) == "AAAA" "BBBB" "AAAA" "BBBB" "AA" "BB"
+    assert all(c[1] == 1 for c in calls) and a > 0 and b > 0
