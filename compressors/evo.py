@@ -77,10 +77,11 @@ class EncoderLayer(nn.Module):
 
     def attention(self, x, key_bias):
         b = x.shape[0]
-        q = self.q(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
+        # the scale on the queries, not on the [heads, N, N] scores: N / head_dim (~10x) fewer multiplies
+        q = self.q(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2) * (1.0 / math.sqrt(self.head_dim))
         k = self.k(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
         v = self.v(x).reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        scores = torch.matmul(q, k.transpose(-2, -1))
         if key_bias is not None:
             scores = scores + key_bias
         probs = self.drop(torch.softmax(scores, dim=-1))
