@@ -4,7 +4,7 @@ LayerNorm: XNNPACK (ExecuTorch 1.5) has no layer_norm kernel, so every nn.LayerN
 and cuts the graph (a 6-layer BERT: ~18 subgraphs, 13 CPU-portable layer norms; toolchain.md pitfall 4).
 DelegableLayerNorm writes it with delegated ops. Its two means over the hidden dim are [H] -> [1] matmuls:
 the earlier form (a 4-D mean = global average pooling) made ExecuTorch wrap every LayerNorm in two NHWC
-transposes, ~7% of the int8 MiniLM's time at 512 tokens (docs/EXPORT.md, "Attention and LayerNorm rewrites").
+transposes, ~7% of the int8 MiniLM's time at 512 tokens (docs/EXPORT.md, "Pushing the non-delegated count down").
 
 Self-attention: DelegableSelfAttention replaces a BERT-family self-attention (transformers' *SelfAttention with
 query / key / value Linears) with the same function minus two passes over the [heads, L, L] scores: the
