@@ -466,6 +466,7 @@ def test_cli_ios_end_to_end(bert_dir, evo_dir, tmp_path):
     (["--moos-checkpoint", "/nonexistent/ckpt"], "--moos-checkpoint /nonexistent/ckpt: directory not found"),
     (["--quant", "int4magic"], "--quant 'int4magic' is not built for target android"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--jobs", "0"], "--jobs must be >= 1, not 0"),
 ])
 def test_bad_arguments_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
     out = tmp_path / "out"
