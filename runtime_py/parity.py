@@ -5,7 +5,7 @@
    numeric parity (max-abs, mean-abs, PSNR of keep_prob / keep_logits) and decision parity, the thing a user
    feels: MOOSComp kept-word agreement and exact compressed-text match through the full compress_prompt at
    rates 0.25, 0.33, 0.5; EvoComp top-k IoU at 2x, 3x, 4x;
-3. latency of one run at the artifact's shape on this CPU (median), its calls interleaved with the eager model's.
+3. latency of one run at the artifact's shape on this CPU (median), timed in alternating blocks with the eager model.
 Thresholds are per precision (THRESHOLDS; reasons in docs/PARITY.md). parity.json and parity.md land beside
 the manifest; --record also writes parity, latency_ms, enabled and disabled_reason into manifest.json.
 """

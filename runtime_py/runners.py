@@ -109,10 +109,6 @@ class BaseRunner:
             times.append((time.perf_counter() - t) * 1e3)
         return times
 
-    def latency_ms(self, inputs: dict[str, np.ndarray] | None = None, runs: int = 5, warmup: int = 1) -> float:
-        """Median wall time of one run()."""
-        return float(np.median(self.timings_ms(inputs, runs, warmup)))
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
@@ -130,11 +126,7 @@ def paired_latency_ms(runner, reference, inputs: dict[str, np.ndarray], runs: in
     while len(times[0]) < runs:
         n = min(block, runs - len(times[0]))
         for side, r in zip(times, (runner, reference)):
-            r.run(inputs)  # untimed: the switch
-            for _ in range(n):
-                t = time.perf_counter()
-                r.run(inputs)
-                side.append((time.perf_counter() - t) * 1e3)
+            side += r.timings_ms(inputs, n, warmup=1)  # the warm-up call is the untimed switch
     return float(np.median(times[0])), float(np.median(times[1]))
 
 

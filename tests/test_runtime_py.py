@@ -214,18 +214,19 @@ def test_load_build_errors_are_one_line(tmp_path, build):
 
 
 def test_paired_latency_alternates_blocks_each_opened_by_an_untimed_call():
-    from runtime_py.runners import paired_latency_ms
+    from runtime_py.runners import BaseRunner, paired_latency_ms
 
     calls = []
 
-    class Recorder:
+    class Recorder(BaseRunner):
         def __init__(self, name):
-            self.name = name
+            self.name, self.input_spec, self.output_names = name, {"x": ((1,), "int64")}, ["y"]
 
-        def run(self, inputs):
-            calls.append((self.name, inputs["x"]))
+        def _run(self, arrays):
+            calls.append((self.name, int(arrays[0][0])))
+            return arrays
 
-    a, b = paired_latency_ms(Recorder("A"), Recorder("B"), {"x": 1}, runs=7, block=3)
+    a, b = paired_latency_ms(Recorder("A"), Recorder("B"), {"x": np.array([1])}, runs=7, block=3)
     # blocks of 3, 3 and the last 1 timed call per side, each after one untimed call
     assert "".join(c[0] for c in calls) == "AAAA" "BBBB" "AAAA" "BBBB" "AA" "BB"
     assert all(c[1] == 1 for c in calls) and a > 0 and b > 0
