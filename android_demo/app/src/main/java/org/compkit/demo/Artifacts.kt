@@ -1,12 +1,12 @@
 package org.compkit.demo
 
-import android.content.Context
 import org.json.JSONObject
 import java.io.File
 
 /**
- * The export.build folder bundled under assets/compkit (./gradlew copyCompkitArtifacts), copied to app
- * storage on first use because ExecuTorch and the tokenizer read files by path.
+ * An export.build folder on disk, read through its manifest.json (docs/ARTIFACTS.md). On the phone it is the
+ * folder bundled under assets/compkit and copied to app storage (ArtifactAssets.kt: Artifacts.open(context));
+ * this file is plain Kotlin (host-compiled and tested).
  */
 class Artifacts private constructor(val dir: File, val manifest: JSONObject) {
     val tokenizerDir: File get() = File(dir, moos().optString("tokenizer_dir", "moos_tokenizer"))
@@ -50,34 +50,11 @@ class Artifacts private constructor(val dir: File, val manifest: JSONObject) {
     companion object {
         /** int8 with dynamic activations was the most accurate int8 and the fastest (shared/toolchain.md). */
         val QUANT_PREFERENCE = listOf("int8dyn", "fp32", "int8static", "8da4w")
-        private const val ASSET_ROOT = "compkit"
 
-        fun open(context: Context): Artifacts {
-            val assets = context.assets
-            if (assets.list(ASSET_ROOT).isNullOrEmpty()) {
-                throw CompkitException("no artifacts bundled: run ./gradlew copyCompkitArtifacts -PcompkitBuildDir=PATH and rebuild (docs/DEMOS.md)")
-            }
-            // One copy per installed APK: a reinstall with new artifacts gets a fresh folder.
-            val stamp = context.packageManager.getPackageInfo(context.packageName, 0).lastUpdateTime
-            val dir = File(context.filesDir, "compkit-$stamp")
-            if (!dir.isDirectory) {
-                context.filesDir.listFiles { f -> f.name.startsWith("compkit-") }?.forEach { it.deleteRecursively() }
-                val tmp = File(context.filesDir, "compkit.tmp").apply { deleteRecursively() }
-                copyAssetTree(context, ASSET_ROOT, tmp)
-                if (!tmp.renameTo(dir)) throw CompkitException("could not move $tmp to $dir")
-            }
-            return Artifacts(dir, JSONObject(File(dir, "manifest.json").readText()))
-        }
-
-        private fun copyAssetTree(context: Context, path: String, to: File) {
-            val children = context.assets.list(path).orEmpty()
-            if (children.isEmpty()) {
-                to.parentFile?.mkdirs()
-                context.assets.open(path).use { input -> to.outputStream().use { input.copyTo(it) } }
-                return
-            }
-            to.mkdirs()
-            children.forEach { copyAssetTree(context, "$path/$it", File(to, it)) }
+        fun read(dir: File): Artifacts {
+            val manifest = File(dir, "manifest.json")
+            if (!manifest.isFile) throw CompkitException("$dir has no manifest.json: copy a whole export.build folder")
+            return Artifacts(dir, JSONObject(manifest.readText()))
         }
     }
 }

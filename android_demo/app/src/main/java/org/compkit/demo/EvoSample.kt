@@ -1,20 +1,18 @@
 package org.compkit.demo
 
-import android.content.res.AssetManager
-import android.graphics.Bitmap
-import android.graphics.BitmapFactory
 import org.json.JSONObject
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 
 /**
- * The bundled EvoComp sample (assets/evo_sample, written by tools/make_evo_sample.py): an image, the visual
- * tokens precomputed for it and a question's text embeddings. compkit has no vision encoder, so the tokens
- * ship with the app instead of being computed from the pixels on the phone.
+ * The bundled EvoComp sample (assets/evo_sample, written by tools/make_evo_sample.py): the visual tokens
+ * precomputed for an image and a question's text embeddings. compkit has no vision encoder, so the tokens
+ * ship with the app instead of being computed from the pixels on the phone. Reading the APK's assets and
+ * decoding the picture is EvoSampleAssets.kt's job; this file is plain Kotlin (host-compiled and tested).
  */
 class EvoSample(
-    val image: Bitmap,
     val question: String,
+    val imageFile: String,
     val rows: Int,
     val cols: Int,
     val visualDim: Int,
@@ -37,27 +35,30 @@ class EvoSample(
     }
 
     companion object {
-        fun load(assets: AssetManager, dir: String = "evo_sample"): EvoSample {
-            val meta = JSONObject(assets.open("$dir/evo_sample.json").use { it.readBytes().decodeToString() })
+        /**
+         * The sample from its two files: evo_sample.json's text and evo_sample.bin's bytes (little-endian float32
+         * visual_tokens[n * visual_dim], float32 text_embeds[text_tokens * text_dim], int32 text_mask[text_tokens]).
+         * [where] names the folder in error messages.
+         */
+        fun parse(json: String, bin: ByteArray, where: String = "evo_sample"): EvoSample {
+            val meta = JSONObject(json)
             val grid = meta.getJSONArray("grid")
             val rows = grid.getInt(0)
             val cols = grid.getInt(1)
             val visualDim = meta.getInt("visual_dim")
             val textTokens = meta.getInt("text_tokens")
             val textDim = meta.getInt("text_dim")
-            val bytes = assets.open("$dir/evo_sample.bin").use { it.readBytes() }
             val expected = 4L * (rows * cols * visualDim + textTokens * textDim + textTokens)
-            if (bytes.size.toLong() != expected) {
-                throw CompkitException("$dir/evo_sample.bin has ${bytes.size} bytes, its json says $expected: regenerate both with tools/make_evo_sample.py")
+            if (bin.size.toLong() != expected) {
+                throw CompkitException("$where/evo_sample.bin has ${bin.size} bytes, its json says $expected: regenerate both with tools/make_evo_sample.py")
             }
-            val buf = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN)
+            val buf = ByteBuffer.wrap(bin).order(ByteOrder.LITTLE_ENDIAN)
             val visual = FloatArray(rows * cols * visualDim).also { buf.asFloatBuffer().get(it) }
             buf.position(4 * visual.size)
             val text = FloatArray(textTokens * textDim).also { buf.asFloatBuffer().get(it) }
             buf.position(4 * (visual.size + text.size))
             val mask = IntArray(textTokens).also { buf.asIntBuffer().get(it) }
-            val image = assets.open("$dir/" + meta.getString("image")).use { BitmapFactory.decodeStream(it) }
-            return EvoSample(image, meta.getString("question"), rows, cols, visualDim, textTokens, textDim, visual, text, mask)
+            return EvoSample(meta.getString("question"), meta.getString("image"), rows, cols, visualDim, textTokens, textDim, visual, text, mask)
         }
     }
 }

@@ -42,7 +42,7 @@ fun VisionScreen(artifacts: Artifacts) {
     val context = LocalContext.current
     var ratio by remember { mutableFloatStateOf(3f) }
     var outcome by remember { mutableStateOf<Result<EvoRun>?>(null) }
-    val sample = remember { runCatching { EvoSample.load(context.assets).also { it.checkFits(artifacts.evoConfig) } } }
+    val sample = remember { runCatching { BundledEvoSample.load(context.assets).also { it.sample.checkFits(artifacts.evoConfig) } } }
     val model = remember { lazy { ExecuTorchEvo(artifacts.evoPte()) } }
     // The model scores the tokens once; each ratio is only a different top-k of the same scores.
     val scores = remember { mutableStateOf<Pair<FloatArray, Double>?>(null) }
@@ -51,7 +51,7 @@ fun VisionScreen(artifacts: Artifacts) {
     LaunchedEffect(ratio) {
         outcome = withContext(Dispatchers.Default) {
             runCatching {
-                val s = sample.getOrThrow()
+                val s = sample.getOrThrow().sample
                 val (logits, forwardMs) = scores.value ?: run {
                     val t0 = System.nanoTime()
                     val out = model.value.scores(s)
@@ -65,7 +65,7 @@ fun VisionScreen(artifacts: Artifacts) {
     }
 
     Column(Modifier.padding(16.dp), verticalArrangement = Arrangement.spacedBy(12.dp)) {
-        sample.onSuccess { Text("Q: ${it.question}", style = MaterialTheme.typography.titleMedium) }
+        sample.onSuccess { Text("Q: ${it.sample.question}", style = MaterialTheme.typography.titleMedium) }
         Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
             RATIOS.forEach { r -> FilterChip(selected = ratio == r, onClick = { ratio = r }, label = { Text("${r.toInt()}x") }) }
         }
@@ -88,8 +88,9 @@ fun VisionScreen(artifacts: Artifacts) {
 
 /** The image with dropped patches dimmed and kept patches outlined. */
 @Composable
-private fun PatchView(sample: EvoSample, kept: Set<Int>) {
-    val bitmap = remember(sample) { sample.image.asImageBitmap() }
+private fun PatchView(bundled: BundledEvoSample, kept: Set<Int>) {
+    val sample = bundled.sample
+    val bitmap = remember(bundled) { bundled.image.asImageBitmap() }
     Box(Modifier.fillMaxWidth().aspectRatio(sample.cols.toFloat() / sample.rows)) {
         Image(bitmap, contentDescription = sample.question, modifier = Modifier.fillMaxSize())
         Canvas(Modifier.fillMaxSize()) {
