@@ -21,6 +21,10 @@ build: $(STAMP)
 test: $(STAMP)
 	command -v adb >/dev/null || (apt-get update -qq && apt-get install -y -qq adb)
 	dpkg -s nlohmann-json3-dev libutf8proc-dev libgtest-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nlohmann-json3-dev libutf8proc-dev libgtest-dev)
+	# the Android demo's Kotlin on the host JVM: a JDK, AOSP's org.json, npm's kotlin-compiler (cached, android_demo/tools/kotlinc.sh)
+	dpkg -s openjdk-17-jdk-headless libandroid-json-java >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless libandroid-json-java)
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
+	bash android_demo/tools/kotlinc.sh install >/dev/null
 	$(PY) -m pytest -q -ra
 
 clean:
