@@ -1,5 +1,5 @@
 // Drives the Android demo's own Kotlin classes (compiled from android_demo/app/src/main/java) on the host JVM,
-// for tests/test_demo_sources.py. Input and output are JSON files; every check is made on the Python side.
+// for tests/test_demo_kotlin.py. Input and output are JSON files; every check is made on the Python side.
 //
 //   java -Xcheck:jni -Djava.library.path=DIR -cp CLASSPATH org.compkit.demo.host.HostDriverKt replay TOKENIZER_DIR IN OUT
 //   ... evo-sample SAMPLE_DIR OUT_PREFIX BUILD_DIR...     ... manifest OUT BUILD_DIR...
