@@ -192,6 +192,7 @@ def _driver_case(c: dict) -> dict:
             "drop_consecutive": o.get("drop_consecutive", False), "token_to_word_first": o.get("token_to_word") == "first"}
 
 
+@pytest.mark.slow  # the Python reference's 48 compressions and one JVM: ~40 s at load average 12
 def test_kotlin_compressor_reproduces_python(jni_lib, classpath, tmp_path):
     tok, cases, table = _reference_cases(tmp_path)
     assert len(cases) == 48
