@@ -99,3 +99,17 @@ def test_bad_input_one_line_nothing_written(data, tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0
     assert set(os.listdir(tmp_path)) == before and not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_builds_and_passes_parity(data, trained, tmp_path):
+    from export import build as build_cli
+
+    ckpt, out = str(data["dir"] / "ce"), str(tmp_path / "build")
+    rc = build_cli.main(["--target", "desktop", "--model", "moos", "--moos-checkpoint", ckpt, "--quant", "fp32",
+                         "--seq-lens", "32", "--out", out, "--jobs", "1"])
+    assert rc == 0
+    manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+    assert manifest["models"]["moos"]["provenance"] == f"checkpoint {os.path.abspath(ckpt)}"
+    arts = [a for a in manifest["artifacts"] if a["model"] == "moos"]
+    assert arts and all(a["enabled"] and a["parity"] is not None for a in arts), arts
