@@ -126,7 +126,7 @@ class Split:
     """The model cut in two: a frozen bottom (embeddings + the first k layers, run once and cached) and a
     trainable top (the last layers + the head). The additive mask is MOOSComp's inference mask."""
 
-    def __init__(self, model, train_layers: int):
+    def __init__(self, model, train_layers: int, cache: dict | None = None):
         self.model, self.base = model, model.base_model
         layers = self.base.encoder.layer
         n = len(layers)
@@ -138,7 +138,8 @@ class Split:
             for module in list(layers[self.k :]) + [model.classifier]:
                 for p in module.parameters():
                     p.requires_grad_(True)
-        self.cache: dict[int, torch.Tensor] = {}
+        # shareable between runs that start from the same frozen bottom on the same data (an ablation)
+        self.cache: dict = {} if cache is None else cache
 
     def trainable(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -222,8 +223,9 @@ def read_samples(cfg: TrainConfig):
     return train, heldout
 
 
-def train(cfg: TrainConfig, *, model_and_tokenizer=None, progress: bool = True) -> dict:
-    """Train, then write cfg.out (temp folder + rename). Returns the metrics."""
+def train(cfg: TrainConfig, *, model_and_tokenizer=None, progress: bool = True, cache: dict | None = None) -> dict:
+    """Train, then write cfg.out (temp folder + rename). Returns the metrics. `cache` (a dict) keeps the frozen
+    bottom's outputs for the next run on the same data and base."""
     from tqdm import tqdm
 
     check_config(cfg)
@@ -236,7 +238,7 @@ def train(cfg: TrainConfig, *, model_and_tokenizer=None, progress: bool = True) 
     try:
         train_w, eval_w = encode(train_samples, tokenizer, cfg.max_len), encode(heldout, tokenizer, cfg.max_len)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        split = Split(model, cfg.train_layers)
+        split = Split(model, cfg.train_layers, cache)
         opt = torch.optim.AdamW(split.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         history = [{"epoch": 0, "train_loss": None, **evaluate(split, eval_w, cfg.batch_size, pad_id, cfg.cosine_form, "eval")}]
         best, best_state = history[0], None
