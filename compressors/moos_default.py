@@ -1,7 +1,7 @@
 """compkit's trained MOOSComp default: MiniLM-L6 whose top encoder layer and 2-way head learned, on GSM8K
 train, to keep the words a worked solution uses.
 
-    python -m compressors.moos_default build [--gsm8k ../shared/data/gsm8k] [--max-samples 3000] [--epochs 2]
+    python -m compressors.moos_default build [--gsm8k ../shared/data/gsm8k] [--max-samples 1200] [--epochs 2] [--beta 0.5]
 
 Labels are derived offline (no LLM wrote them), per GSM8K train question, by `gsm8k_labels`:
 the question is split with moos_labels' offline splitter; a word is kept when it holds a digit, or when its
