@@ -52,3 +52,31 @@ def test_missing_shipped_file_is_one_clear_error(tmp_path):
 def test_build_refuses_a_missing_gsm8k_folder(tmp_path, capsys):
     assert md.main(["build", "--gsm8k", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "GSM8K file not found" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
+    """The ablation command on compkit-authored GSM8K-style rows (so it needs nothing beside the project)."""
+    import json
+
+    from compressors import moos_ablation
+
+    names, items = ["Ana", "Ben", "Carl", "Dina"], ["apples", "books", "coins", "pens"]
+    for split, n in (("train", 24), ("test", 8)):
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                a, b, who, what = 3 + i, 7 + 2 * i, names[i % 4], items[(i // 4) % 4]
+                q = f"{who} has {a} {what}. A friend gives {who} {b} more {what} on Monday. How many {what} now?"
+                ans = f"{who} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {what}.\n#### {a + b}"
+                f.write(json.dumps({"question": q, "answer": ans}) + "\n")
+    out = tmp_path / "ablation"
+    before = open(md.SHIPPED, "rb").read()
+    assert moos_ablation.main(["--gsm8k", str(tmp_path), "--out-dir", str(out), "--train-samples", "24",
+                               "--test-samples", "8", "--epochs", "1", "--betas", "0.5", "--weights", "1",
+                               "--rates", "0.33"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert set(res["variants"]) == {"untrained", "CE", "CE+0.5*S"}
+    assert {"none:0@0.33", "representation:1@0.33", "rarity:1@0.33"} == set(res["variants"]["CE"]["compression"])
+    assert (out / "ablation.md").read_text().count("| CE+0.5*S |") == 4 and (out / "ablation.png").exists()
+    assert sorted(os.listdir(out / "variants")) == ["CE+0.5*S.safetensors", "CE.safetensors"]
+    assert open(md.SHIPPED, "rb").read() == before  # no --ship-beta: the shipped default is untouched
