@@ -111,7 +111,7 @@ def make_compressors(preset: Preset, tokenizer_dir: str, quant: str) -> dict:
 
 def compressor_info(preset: Preset) -> dict:
     m = preset.minilm_scorer
-    return {"minilm": "embedded default: MiniLM-L6 (6 layers, hidden 384, 22.7M params), untrained head"
+    return {"minilm": "embedded default: MiniLM-L6 (6 layers, hidden 384, 22.7M params), GSM8K-trained head"
                       if m is None else f"tiny random BERT {asdict(m)}",
             "mbert": f"random weights, mBERT-base shape (LLMLingua-2 small checkpoint) {asdict(preset.mbert)}"}
 

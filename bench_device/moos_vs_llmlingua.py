@@ -6,7 +6,7 @@
 
 Times the model forward and the rest (tokenize, chunk, merge, threshold) separately for both, checks
 that both return the same compressed prompt, and writes JSON and markdown. Without --checkpoint it uses
-the embedded MiniLM-L6 default (untrained head; timing does not depend on the head). llmlingua's tiktoken
+the embedded MiniLM-L6 default (its GSM8K-trained head; timing does not depend on the head). llmlingua's tiktoken
 table cannot be downloaded here: both count target-LLM tokens with the compressor's own tokenizer.
 """
 from __future__ import annotations

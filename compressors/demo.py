@@ -4,7 +4,8 @@
 
 MOOSComp: a shipped prompt compressed, with the kept-token map (dropped words in [brackets]).
 EvoComp: 576 seeded visual tokens plus a question; the 24x24 map of kept patches at the given ratio.
-Both run "untrained demo weights": the map shows the mechanics, not a trained model's judgement.
+MOOSComp runs the trained default (MiniLM-L6, top layer + head trained on GSM8K train); EvoComp runs
+"untrained demo weights": its map shows the mechanics, not a trained model's judgement.
 """
 from __future__ import annotations
 

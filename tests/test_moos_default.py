@@ -1,0 +1,82 @@
+"""The trained MOOSComp default: its offline GSM8K label rule, the shipped tensors and what they learned."""
+import os
+
+import pytest
+import torch
+
+from compressors import moos_default as md
+from compressors.moos import DEMO_PROVENANCE, CheckpointError, MOOSCompressor, default_token_classifier
+
+# compkit-authored, GSM8K-style (not a GSM8K item)
+QUESTION = ("Maria buys 3 boxes of pencils. Each box holds 12 pencils and costs $4. She gives 5 pencils to her "
+            "brother. How many pencils does Maria have left, and how much did she spend?")
+ANSWER = ("Maria has 3 * 12 = <<3*12=36>>36 pencils.\nAfter giving 5 away she has 36 - 5 = <<36-5=31>>31 pencils.\n"
+          "She spent 3 * 4 = $<<3*4=12>>12.\n#### 31")
+
+
+def test_normalise_and_label_rule():
+    assert [md.normalise(w) for w in ["Pencils", "$1,000", "5.0", "2.50", "giving", "box's", "is"]] == \
+        ["pencil", "1000", "5", "2.5", "giv", "box", "is"]
+    lab = md.gsm8k_labels(QUESTION, ANSWER)
+    kept = {w for w, y in zip(lab["words"], lab["labels"]) if y}
+    assert {"Maria", "3", "12", "pencils", "5", "4"} <= kept  # digits and solution words
+    assert not {"brother", "Each", "How"} & kept  # words the solution never uses
+    assert len(lab["words"]) == len(lab["labels"])
+
+
+def test_shipped_tensors_are_small_and_say_what_they_learned():
+    assert os.path.getsize(md.SHIPPED) < 5_000_000
+    assert "GSM8K train" in md.shipped_provenance()
+    trained, _ = default_token_classifier()
+    fresh, _ = default_token_classifier(trained=False)
+    t, f = trained.state_dict(), fresh.state_dict()
+    changed = {k for k in t if not torch.equal(t[k], f[k])}
+    assert changed == set(md.trained_state(trained)) and "bert.encoder.layer.0.output.dense.weight" not in changed
+
+
+def test_default_is_trained_and_keeps_what_the_solution_needs():
+    moos = MOOSCompressor.from_default()
+    assert moos.provenance == DEMO_PROVENANCE and "GSM8K" in moos.provenance
+    lab = md.gsm8k_labels(QUESTION, ANSWER)
+    kept_words = moos.compress_prompt(QUESTION, rate=0.5)["compressed_prompt"].lower().split()
+    numbers = [w for w in lab["words"] if w.isdigit()]
+    assert sum(n in kept_words for n in numbers) >= len(numbers) - 1  # no force_reserve_digit: learned
+
+
+def test_missing_shipped_file_is_one_clear_error(tmp_path):
+    model, _ = default_token_classifier(trained=False)
+    with pytest.raises(CheckpointError, match="missing from the package"):
+        md.load_shipped(model, str(tmp_path / "nope.safetensors"))
+
+
+def test_build_refuses_a_missing_gsm8k_folder(tmp_path, capsys):
+    assert md.main(["build", "--gsm8k", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "GSM8K file not found" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
+    """The ablation command on compkit-authored GSM8K-style rows (so it needs nothing beside the project)."""
+    import json
+
+    from compressors import moos_ablation
+
+    names, items = ["Ana", "Ben", "Carl", "Dina"], ["apples", "books", "coins", "pens"]
+    for split, n in (("train", 24), ("test", 8)):
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                a, b, who, what = 3 + i, 7 + 2 * i, names[i % 4], items[(i // 4) % 4]
+                q = f"{who} has {a} {what}. A friend gives {who} {b} more {what} on Monday. How many {what} now?"
+                ans = f"{who} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {what}.\n#### {a + b}"
+                f.write(json.dumps({"question": q, "answer": ans}) + "\n")
+    out = tmp_path / "ablation"
+    before = open(md.SHIPPED, "rb").read()
+    assert moos_ablation.main(["--gsm8k", str(tmp_path), "--out-dir", str(out), "--train-samples", "24",
+                               "--test-samples", "8", "--epochs", "1", "--betas", "0.5", "--weights", "1",
+                               "--rates", "0.33"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert set(res["variants"]) == {"untrained", "CE", "CE+0.5*S"}
+    assert {"none:0@0.33", "representation:1@0.33", "rarity:1@0.33"} == set(res["variants"]["CE"]["compression"])
+    assert (out / "ablation.md").read_text().count("| CE+0.5*S |") == 4 and (out / "ablation.png").exists()
+    assert sorted(os.listdir(out / "variants")) == ["CE+0.5*S.safetensors", "CE.safetensors"]
+    assert open(md.SHIPPED, "rb").read() == before  # no --ship-beta: the shipped default is untouched
