@@ -28,3 +28,34 @@ def sample(seed=0, question=(10, 11, 12), answer=(20, 21)):
     labels = torch.full_like(ids, -100)
     labels[-len(answer):] = ids[-len(answer):]
     return pixels, ids, labels
+
+
+WORDS = ["[PAD]", "[UNK]", "[BOS]", "<image>"] + [f"w{i}" for i in range(4, 64)]
+
+
+def save_tiny_llava(directory, seed=0, n_images=3):
+    """A tiny LLaVA checkpoint folder (model + word-level tokenizer + image processor) and a JSONL data
+    set of n_images PNGs beside it: (checkpoint dir, data.jsonl path)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast
+
+    d = Path(directory)
+    tiny_llava(seed).save_pretrained(d / "mllm")
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                            extra_special_tokens={"image_token": "<image>"}).save_pretrained(d / "mllm")
+    CLIPImageProcessorPil(size={"height": 16, "width": 16}, do_center_crop=False, image_mean=[0.5] * 3,
+                          image_std=[0.5] * 3).save_pretrained(d / "mllm")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"img{i}.png")
+        rows.append({"image": f"img{i}.png", "question": f"w{10 + i} w11 w12", "answer": f"w{20 + i}"})
+    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "mllm", d / "data.jsonl"
