@@ -67,8 +67,9 @@ def load_llava(directory):
     return model, AutoTokenizer.from_pretrained(d), processor
 
 
-def read_data(spec, limit=None):
-    """[(image path, question, answer)] from easy-vqa:SPLIT or a JSONL file; one-line errors."""
+def read_data(spec, limit=None, subset_seed=None):
+    """[(image path, question, answer)] from easy-vqa:SPLIT or a JSONL file; one-line errors.
+    subset_seed: a seeded shuffle before `limit` (a larger limit later extends the same subset)."""
     if spec.startswith("easy-vqa:"):
         from compressors.easyvqa_mllm import easyvqa_split
         try:
@@ -89,6 +90,8 @@ def read_data(spec, limit=None):
                 items.append((str(img if os.path.isabs(img) else path.parent / img), str(row["question"]), str(row["answer"])))
             except (ValueError, KeyError, TypeError) as e:
                 raise LabelError(f"--data {spec} line {n} is not a JSON object with image / question / answer ({type(e).__name__}: {e})") from None
+    if subset_seed is not None:
+        items = [items[i] for i in torch.randperm(len(items), generator=torch.Generator().manual_seed(subset_seed))]
     if limit is not None:
         items = items[:limit]
     if not items:
@@ -195,6 +198,7 @@ def main(argv=None):
     ap.add_argument("--data", required=True, help="easy-vqa:train, easy-vqa:test, or a JSONL of image/question/answer")
     ap.add_argument("--out", required=True, help="label file (JSONL); an existing one is resumed")
     ap.add_argument("--limit", type=int, help="first N samples only")
+    ap.add_argument("--subset-seed", type=int, help="shuffle the data set with this seed before --limit")
     ap.add_argument("--prompt", default="<image> {question}", help="prompt template with the tokenizer's image token and {question}")
     ap.add_argument("--prune-layer", type=int, default=0, help="0: drop tokens before the LLM; l: after LLM layer l")
     ap.add_argument("--seed", type=int, default=0)
@@ -215,10 +219,11 @@ def main(argv=None):
 
 def run(args):
     from tqdm import tqdm
-    items = read_data(args.data, args.limit)
+    items = read_data(args.data, args.limit, args.subset_seed)
     model, tok, processor = load_llava(args.mllm)
     search = {k: getattr(args, k) for k in ("population", "parents", "generations", "crossover", "mutation")}
-    config = {**search, "seed": args.seed, "prune_layer": args.prune_layer, "prompt": args.prompt, "data": args.data}
+    config = {**search, "seed": args.seed, "prune_layer": args.prune_layer, "prompt": args.prompt, "data": args.data,
+              "subset_seed": args.subset_seed}
     try:
         adapter = LlavaAdapter(model, prune_layer=args.prune_layer)
     except (TypeError, ValueError) as e:
