@@ -227,7 +227,7 @@ def write_outputs(result, out, log):
         if name == "all_tokens":
             lines.append(f"| all tokens | " + " | ".join(f"{full:.3f}" for _ in ratios[1:]) + " |")
             continue
-        lines.append(f"| {name} | " + " | ".join(f"{acc[r]:.3f} ({acc[r] / full:.1%})" for r in ratios[1:]) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{acc[r]:.3f} ({acc[r] / max(full, 1e-9):.1%})" for r in ratios[1:]) + " |")
     s = result["label_search"]
     lines += ["", f"Label search ({s['samples']} train samples): MLLM answer loss of the searched mask {s['mean_searched_loss']:.4f}, "
               f"all tokens {s['mean_all_tokens_loss']:.4f}, random masks of the same size {s['mean_random_same_size_loss']:.4f}; "
