@@ -171,8 +171,10 @@ def train(args, log=print):
     val = [i for i, r in enumerate(rows) if r["image"] in val_images]
     tr = [i for i, r in enumerate(rows) if r["image"] not in val_images]
     what = "random one-per-group labels" if args.random_labels else "evolutionary labels"
-    prov = (f"EvoComp ({args.variant}) trained on {len(tr)} {what} of {header['config']['data']} searched against "
-            f"LLaVA {header['model']} ({args.loss}{' + %g cosine' % args.alpha if args.alpha else ''}"
+    data = header["config"]["data"]
+    data = {"easy-vqa:train": "easy-VQA TRAIN questions (PyPI easy-vqa 1.0)"}.get(data, data)
+    prov = (f"EvoComp ({args.variant}) trained on {len(tr)} {what} of {data} searched against the LLaVA "
+            f"checkpoint {Path(args.mllm).name} (fingerprint {header['model']}) ({args.loss}{' + %g cosine' % args.alpha if args.alpha else ''}"
             f"{', no text' if args.no_text else ''}, seed {args.seed})")
     model = EvoCompressor(cfg, provenance=prov)
     model.init_weights(torch.Generator().manual_seed(args.seed))

@@ -40,7 +40,7 @@ def test_table_covers_every_method_and_ratio(setup):
     rows = evo_eval.table(adapter, samples, {"evocomp": (evo, True)}, (4, 4), log=lambda *_: None)
     assert set(rows) == {"all_tokens", "evocomp", "evocomp_l1", *evo_eval.BASELINES}
     for name, acc in rows.items():
-        assert all(0.0 <= acc[str(r)] <= 1.0 for r in evo_eval.RATIOS), name
+        assert all(0.0 <= acc[str(r)] <= 1.0 for r in [2, 3, 4, 8, 16]), name  # 16 = N: keep one
     assert samples[0].cls_attn.shape == (16,) and samples[0].keys.shape[0] == 16 and samples[0].fastv.shape == (16,)
     figs = evo_eval.search_figures(labels)
     assert figs["samples"] == 6 and figs["forwards_per_sample"] == 12
