@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from compressors import baselines
-from compressors.evo import EvoCompressor, keep_count
+from compressors.evo import EvoCompressor, keep_count, select
 from compressors.evo_label import LlavaAdapter
 
 RATIOS = (2, 3, 4, 8, 16)  # plus N itself: the highest ratio the grid allows keeps one token
@@ -130,12 +130,20 @@ def accuracy(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256)
     return right / len(samples)
 
 
-def evo_keep(model, samples, k, use_text=True):
+@torch.no_grad()
+def evo_scores(model, samples, use_text=True, batch=256):
+    """Keep logits [S, N] of one compressor for every sample (the ranking does not depend on k)."""
+    t_max = model.config.max_text_tokens
     out = []
-    for s in samples:
-        mask = torch.full((1, s.text.shape[0]), 1.0 if use_text else 0.0)
-        out.append(model.compress(s.visual[None], s.text[None], k=k, text_mask=mask)[1][0])
-    return out
+    for b in range(0, len(samples), batch):
+        chunk = samples[b:b + batch]
+        v = torch.stack([s.visual for s in chunk])
+        t = torch.zeros(len(chunk), t_max, v.shape[-1])
+        m = torch.zeros(len(chunk), t_max)
+        for i, s in enumerate(chunk):
+            t[i, :len(s.text)], m[i, :len(s.text)] = s.text, 1.0 if use_text else 0.0
+        out.append(model(v, t, m))
+    return torch.cat(out)
 
 
 def baseline_tokens(name, s, k, grid):
@@ -160,10 +168,11 @@ def table(adapter, samples, compressors, grid, log=print):
     full = accuracy(adapter, samples)
     rows = {"all_tokens": {str(r): full for r in [1] + ratios_for(n)}}
     log(f"all tokens: {full:.4f}")
+    scores = {name: evo_scores(model, samples, use_text) for name, (model, use_text) in compressors.items()}
     for r in ratios_for(n):
         k = keep_count(n, ratio=r)
-        for name, (model, use_text) in compressors.items():
-            keep = evo_keep(model, samples, k, use_text)
+        for name in compressors:
+            keep = list(select(scores[name], k=k))
             rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[s.visual[i] for s, i in zip(samples, keep)])
             if name == "evocomp":
                 rows.setdefault("evocomp_l1", {})[str(r)] = accuracy(adapter, samples, keep=keep, prune_layer=1)

@@ -45,7 +45,7 @@ def parse_args(argv):
     ap.add_argument("--model", default="all", help="moos, evo or all (default all)")
     ap.add_argument("--moos-checkpoint", metavar="DIR", help="Hugging Face token-classification checkpoint "
                     "(default: MiniLM-L6 with an untrained head)")
-    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: untrained demo weights)")
+    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: the shipped trained default_evo())")
     ap.add_argument("--quant", metavar="A,B", help="only these quant recipes, e.g. fp32,int8dyn")
     ap.add_argument("--seq-lens", default="128,256,512", metavar="L,L", help="MOOSComp sequence-length buckets (>= 16)")
     ap.add_argument("--visual-tokens", type=int, default=None, metavar="N", help="EvoComp visual tokens per image (default: the EvoComp config's max_visual_tokens)")

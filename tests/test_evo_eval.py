@@ -6,6 +6,8 @@ from compressors.evo import EvoCompressor
 from compressors.evo_label import LlavaAdapter
 from tiny_llava import save_tiny_llava
 
+pytestmark = pytest.mark.slow  # tiny LLaVA label searches and trainings: ~20-60 s on 2 cores
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -6,6 +6,8 @@ from compressors import evo_label_cli, train_evo
 from compressors.evo import EvoCompressor
 from tiny_llava import save_tiny_llava
 
+pytestmark = pytest.mark.slow  # tiny LLaVA label searches and trainings: ~20-60 s on 2 cores
+
 FAST = ["--population", "6", "--parents", "2", "--generations", "1"]
 
 
