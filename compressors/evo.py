@@ -241,9 +241,22 @@ class EvoCompressor(nn.Module):
         return model.eval()
 
 
-def default_evo(seed=0):
-    """The embedded default: seeded init of the default config, labelled as untrained demo weights."""
-    model = EvoCompressor(EvoCompConfig(), provenance=DEMO_PROVENANCE)
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "evocomp_default"
+
+
+def default_evo():
+    """The shipped trained default (compressors/data/evocomp_default): the paper's single-layer design on
+    the easy-VQA MLLM's width, trained on evolutionary labels of easy-VQA TRAIN questions searched against
+    that MLLM (docs/EVOCOMP.md); its provenance says so. 64 visual tokens (8 x 8), 64 wide, 16 text tokens:
+    a phone-sized shape needs a checkpoint trained for that MLLM (export.build --evo-checkpoint)."""
+    if not (DEFAULT_DIR / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the trained EvoComp default is missing from the install ({DEFAULT_DIR}): reinstall compkit")
+    return EvoCompressor.load(DEFAULT_DIR)
+
+
+def seeded_evo(config: EvoCompConfig, seed=0):
+    """A seeded UNTRAINED compressor of `config` (benchmarks of a shape no trained default has)."""
+    model = EvoCompressor(config, provenance=DEMO_PROVENANCE)
     model.init_weights(torch.Generator().manual_seed(seed))
     return model.eval()
 

@@ -54,10 +54,12 @@ def ghm_loss(logits, targets, bins=10, momentum=0.75, state=None, mask=None):
     return (weights * bce).sum() / total, state
 
 
-def _mean_cross_cosine(h, a, b):
+def _mean_cross_cosine(h, a, b, per_sample=False):
     """Mean over all within-sequence pairs (i in a, j in b) of cos(h_i, h_j); 0 if there is no pair.
 
-    Uses sum_ij cos = (sum_i h^_i) . (sum_j h^_j), so no N x N matrix is built.
+    Pooled: one mean over every pair of the batch. per_sample: each sequence's own mean, then the
+    mean over the sequences that have a pair. Uses sum_ij cos = (sum_i h^_i) . (sum_j h^_j), so no
+    N x N matrix is built.
     """
     if h.dim() == 2:
         h, a, b = h[None], a[None], b[None]
@@ -67,20 +69,25 @@ def _mean_cross_cosine(h, a, b):
     a, b = a.to(hn.dtype), b.to(hn.dtype)
     sum_a = (hn * a[..., None]).sum(dim=1)
     sum_b = (hn * b[..., None]).sum(dim=1)
-    pairs = (a.sum(dim=1) * b.sum(dim=1)).sum()
-    total = (sum_a * sum_b).sum()
-    return total / pairs.clamp(min=1)
+    pairs = a.sum(dim=1) * b.sum(dim=1)
+    totals = (sum_a * sum_b).sum(dim=-1)
+    if per_sample:
+        has = pairs > 0
+        return (totals[has] / pairs[has]).sum() / has.sum().clamp(min=1)
+    return totals.sum() / pairs.sum().clamp(min=1)
 
 
-def cosine_separation_loss(h, keep_mask):
-    """EvoComp: mean cosine similarity between retained and discarded token features.
+def cosine_separation_loss(h, keep_mask, reduction="sample"):
+    """EvoComp's L_CS: mean cosine similarity between retained and discarded token features.
 
     h: [N, D] or [B, N, D]; keep_mask: bool [N] / [B, N] (True = retained). Minimising it pushes the
-    two groups apart. The paper gives no formula: compkit pools all (retained, discarded) pairs
-    inside each sample (docs/EVOCOMP.md).
+    two groups apart. reduction="sample" (the paper's): the mean over each sample's (discarded,
+    retained) pairs, averaged over samples; "pooled": one mean over all pairs of the batch.
     """
+    if reduction not in ("sample", "pooled"):
+        raise ValueError(f"reduction must be 'sample' or 'pooled', got {reduction!r}")
     keep = keep_mask.to(torch.bool)
-    return _mean_cross_cosine(h, keep, ~keep)
+    return _mean_cross_cosine(h, keep, ~keep, per_sample=reduction == "sample")
 
 
 def inter_class_cosine_loss(hidden, labels, mask=None):

@@ -46,10 +46,10 @@ def parse_args(argv):
     ap.add_argument("--model", default="all", help="moos, evo or all (default all)")
     ap.add_argument("--moos-checkpoint", metavar="DIR", help="Hugging Face token-classification checkpoint "
                     "(default: the embedded MiniLM-L6 trained on GSM8K train)")
-    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: untrained demo weights)")
+    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: the shipped trained default_evo())")
     ap.add_argument("--quant", metavar="A,B", help="only these quant recipes, e.g. fp32,int8dyn")
     ap.add_argument("--seq-lens", default="128,256,512", metavar="L,L", help="MOOSComp sequence-length buckets (>= 16)")
-    ap.add_argument("--visual-tokens", type=int, default=576, metavar="N", help="EvoComp visual tokens per image")
+    ap.add_argument("--visual-tokens", type=int, default=None, metavar="N", help="EvoComp visual tokens per image (default: the EvoComp config's max_visual_tokens)")
     ap.add_argument("--out", metavar="DIR", help="build folder (default artifacts/YYYYMMDD-HHMMSS-TARGET); must not "
                     "exist or be empty")
     ap.add_argument("--allow-disabled", action="store_true", help="exit 0 even when artifacts fail parity")
@@ -83,7 +83,7 @@ def parse_args(argv):
             raise BadInput(f"--{flag.replace('_', '-')} {path}: directory not found")
     if args.jobs < 1:
         raise BadInput(f"--jobs must be >= 1, not {args.jobs}")
-    if args.visual_tokens < 1:
+    if args.visual_tokens is not None and args.visual_tokens < 1:
         raise BadInput(f"--visual-tokens must be >= 1, not {args.visual_tokens}")
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -189,6 +189,7 @@ def load_evo(path, visual_tokens) -> ModelJob:
     except (FileNotFoundError, ValueError) as e:
         raise BadInput(f"--evo-checkpoint: {e}") from None
     cfg = model.config
+    visual_tokens = visual_tokens or cfg.max_visual_tokens
     if visual_tokens > cfg.max_visual_tokens:
         raise BadInput(f"--visual-tokens {visual_tokens} exceeds the EvoComp config's max_visual_tokens "
                        f"({cfg.max_visual_tokens})")

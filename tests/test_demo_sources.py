@@ -118,11 +118,11 @@ def test_ios_project_points_at_real_files():
 
 
 def test_evo_sample_fits_the_default_evocomp():
-    """The bundled sample must match EvoCompConfig's defaults (what export.build exports without a checkpoint)."""
-    from compressors.evo import EvoCompConfig
+    """The bundled sample must match the trained default (what export.build exports without a checkpoint)."""
+    from compressors.evo import default_evo
 
     d = ANDROID / "app/src/main/assets/evo_sample"
-    meta, cfg = json.loads((d / "evo_sample.json").read_text()), EvoCompConfig()
+    meta, cfg = json.loads((d / "evo_sample.json").read_text()), default_evo().config
     assert (meta["visual_dim"], meta["text_dim"], meta["text_tokens"], tuple(meta["grid"])) == \
         (cfg.visual_dim, cfg.text_dim, cfg.max_text_tokens, cfg.grid), "rerun android_demo/tools/make_evo_sample.py"
     n = meta["grid"][0] * meta["grid"][1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from compressors.evo import (DEMO_PROVENANCE, EvoCompConfig, EvoCompressor, default_evo, keep_count, select)
+from compressors.evo import (DEMO_PROVENANCE, EvoCompConfig, EvoCompressor, default_evo, keep_count, seeded_evo, select)
 
 SMALL = EvoCompConfig(visual_dim=24, text_dim=16, hidden=32, layers=2, heads=4, ffn=64,
                       max_visual_tokens=36, max_text_tokens=8, grid=(6, 6))
@@ -89,14 +89,25 @@ def test_input_spec_and_example_inputs_drive_forward():
     assert m(*inputs).shape == (2, 30) and m.OUTPUT_NAMES == ["keep_logits"]
 
 
-def test_default_evo_is_seeded_labelled_and_leaves_global_rng_alone():
+def test_seeded_evo_is_seeded_labelled_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a, b, c = default_evo(0), default_evo(0), default_evo(1)
+    a, b, c = seeded_evo(EvoCompConfig(), 0), seeded_evo(EvoCompConfig(), 0), seeded_evo(EvoCompConfig(), 1)
     assert torch.equal(torch.get_rng_state(), before)
     assert a.provenance == DEMO_PROVENANCE == "untrained demo weights"
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_default_evo_is_the_shipped_trained_paper_compressor():
+    m = default_evo()
+    cfg = m.config
+    assert cfg.layers == 1 and cfg.hidden == cfg.visual_dim  # the paper's single layer on the MLLM's width
+    assert "easy-VQA" in m.provenance and "evolutionary labels" in m.provenance and "untrained" not in m.provenance
+    v, t, mask = m.example_inputs()
+    assert torch.isfinite(m(v, t, mask)).all()
+    # trained weights, not an init: the head has moved away from normal(0, 0.02)
+    assert float(m.head.weight.detach().std()) > 0.03 or float(m.head.bias.detach().abs().max()) > 0.01
 
 
 # ---- select -------------------------------------------------------------------------------------
@@ -173,7 +184,7 @@ def test_compress_keeps_the_top_scored_tokens_in_order():
 # ---- save / load ------------------------------------------------------------------------------------
 
 def test_save_load_round_trip_is_bit_exact_and_keeps_provenance(tmp_path):
-    m = default_evo(seed=3)
+    m = seeded_evo(EvoCompConfig(), seed=3)
     path = m.save(tmp_path / "ckpt")
     assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp dir left behind
@@ -238,7 +249,7 @@ def test_load_errors_are_one_line(tmp_path):
 # ---- export --------------------------------------------------------------------------------------
 
 def test_torch_export_of_default_config_matches_eager():
-    m = default_evo()
+    m = seeded_evo(EvoCompConfig())
     v, t, _ = m.example_inputs()
     mask = torch.cat([torch.ones(1, 40), torch.zeros(1, 24)], dim=1)  # padded question
     ep = torch.export.export(m, (v, t, mask))

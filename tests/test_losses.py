@@ -92,13 +92,24 @@ def test_cosine_separation_hand_computed():
 def test_cosine_separation_batch_pools_pairs_and_has_gradient():
     h = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
     keep = torch.tensor([[1, 0, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
-    loss = cosine_separation_loss(h, keep)
+    loss = cosine_separation_loss(h, keep, reduction="pooled")
     pairs = [(b, i, j) for b in range(2) for i in range(7) for j in range(7) if keep[b, i] and not keep[b, j]]
     expected = torch.stack([F.cosine_similarity(h[b, i], h[b, j], dim=0) for b, i, j in pairs]).mean()
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert h.grad.abs().sum() > 0
     assert cosine_separation_loss(h.detach(), torch.ones(2, 7, dtype=torch.bool)).item() == 0.0  # no pairs
+
+
+def test_cosine_separation_per_sample_is_the_papers_mean_of_sample_means():
+    h = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([[1, 0, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1, 0], [1] * 7], dtype=torch.bool)
+    means = [torch.stack([F.cosine_similarity(h[b, i], h[b, j], dim=0) for i in range(7) for j in range(7)
+                          if keep[b, i] and not keep[b, j]]).mean() for b in range(2)]  # sample 2 has no pair
+    torch.testing.assert_close(cosine_separation_loss(h, keep), torch.stack(means).mean())
+    assert not torch.allclose(cosine_separation_loss(h, keep), cosine_separation_loss(h, keep, reduction="pooled"))
+    with pytest.raises(ValueError, match="reduction"):
+        cosine_separation_loss(h, keep, reduction="mean")
 
 
 def test_inter_class_cosine_ignores_masked_and_unlabelled_tokens():

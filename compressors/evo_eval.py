@@ -1,0 +1,304 @@
+"""`python -m compressors.evo_eval`: EvoComp's accuracy table on easy-VQA, end to end, one command.
+
+    python -m compressors.evo_eval --work WORK --out docs/evocomp_easyvqa
+
+Steps, each cached in WORK and resumed when rerun: the easy-VQA MLLM (compressors.easyvqa_mllm), the
+label search on a seeded subset of the TRAIN split (compressors.evo_label), EvoComp and its ablations
+trained on those labels (compressors.train_evo), then easy-VQA TEST accuracy (a seeded subset of
+questions) with all visual tokens and at each compression ratio, for EvoComp, its ablations and every
+selector of compressors.baselines. Writes OUT.json, OUT.md and OUT.png (accuracy vs ratio).
+
+The MLLM's LLM has 2 decoder layers, so the paper's "after LLM layer 2" would prune after the last one
+(the answer could not change): compkit reports pruning after layer 1 (`evocomp_l1`) instead, and
+FastV with K = 1 (ranked by layer 0's attention of the last token, pruned from layer 1 on).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compressors import baselines
+from compressors.evo import EvoCompressor, keep_count, select
+from compressors.evo_label import LlavaAdapter
+
+RATIOS = (2, 3, 4, 8, 16)  # plus N itself: the highest ratio the grid allows keeps one token
+# name -> train_evo options; the paper's full recipe is GHM + cosine, paper variant, with text
+ABLATIONS = {
+    "evocomp": [],
+    "random_labels": ["--random-labels"],
+    "ce_only": ["--loss", "ce", "--alpha", "0"],
+    "ghm_only": ["--alpha", "0"],
+    "compact": ["--variant", "compact"],
+    "no_text": ["--no-text"],
+}
+BASELINES = ("random", "uniform_grid", "l2_norm", "divprune", "visionzip", "fastv")
+
+
+class Sample:
+    __slots__ = ("visual", "text", "answer", "cls_attn", "keys", "fastv")
+
+
+@torch.no_grad()
+def vision_extras(model, pixels):
+    """VisionZip's inputs at the feature layer (-2): head-summed CLS attention [N] and head-mean keys [N, Dh]."""
+    tower = model.model.vision_tower
+    encoder = tower.encoder if hasattr(tower, "encoder") else tower.vision_model.encoder
+    layer = encoder.layers[model.config.vision_feature_layer]
+    got = {}
+    hook = layer.self_attn.k_proj.register_forward_hook(lambda m, i, o: got.__setitem__("k", o))
+    try:
+        out = tower(pixels, output_attentions=True)
+    finally:
+        hook.remove()
+    attn = out.attentions[model.config.vision_feature_layer][0]  # [heads, 1 + N, 1 + N]
+    heads = attn.shape[0]
+    keys = got["k"][0].reshape(attn.shape[-1], heads, -1).mean(1)
+    return attn[:, 0, 1:].sum(0), keys[1:]
+
+
+def prepare(adapter, tok, processor, items, max_text, batch=64):
+    """Per question: visual tokens, question embeddings, answer id, VisionZip and FastV inputs."""
+    from compressors.evo_label_cli import pixel_values
+    from compressors.train_evo import features
+    feats = features(adapter, tok, processor, items, max_text)
+    model, out, vz = adapter.model, [], {}
+    for (path, _, answer), (v, t) in zip(items, feats):
+        s = Sample()
+        s.visual, s.text = v, t
+        s.answer = tok(" " + answer, add_special_tokens=False)["input_ids"][0]
+        if path not in vz:
+            vz[path] = vision_extras(model, pixel_values(processor, path))
+        s.cls_attn, s.keys = vz[path]
+        out.append(s)
+    # FastV (K = 1): layer 0's attention of the last token over the image span, full sequences
+    for b in range(0, len(out), batch):
+        chunk = out[b:b + batch]
+        emb, att, _ = sequences(adapter, chunk, [s.visual for s in chunk])
+        attn = {}
+        hook = adapter.lm.layers[0].self_attn.register_forward_hook(lambda m, i, o: attn.__setitem__("w", o[1]))
+        try:
+            adapter._layers(emb, torch.arange(emb.shape[1])[None].expand(len(chunk), -1), att, adapter.lm.layers[:1])
+        finally:
+            hook.remove()
+        for s, w, length in zip(chunk, attn["w"], att.sum(1)):
+            s.fastv = baselines.fastv_scores(w[:, :length, :length], 1, s.visual.shape[0])
+    return out
+
+
+def sequences(adapter, samples, visual):
+    """Right-padded [BOS] + visual + question embeddings, attention mask, and the last real position."""
+    bos = adapter.model.get_input_embeddings()(torch.tensor([adapter.model.config.text_config.bos_token_id]))
+    rows = [torch.cat([bos, v, s.text]) for s, v in zip(samples, visual)]
+    length = max(len(r) for r in rows)
+    emb = torch.zeros(len(rows), length, rows[0].shape[-1])
+    att = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, r in enumerate(rows):
+        emb[i, :len(r)], att[i, :len(r)] = r, 1
+    return emb, att, att.sum(1) - 1
+
+
+@torch.no_grad()
+def accuracy(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256):
+    """Answer accuracy with `visual` (the tokens the LLM gets, l = 0) or `keep` (kept indices, pruned
+    after `prune_layer` decoder layers that saw every token)."""
+    right = 0
+    for b in range(0, len(samples), batch):
+        chunk = samples[b:b + batch]
+        if prune_layer == 0:
+            vis = [s.visual for s in chunk] if visual is None else visual[b:b + batch]
+            emb, att, last = sequences(adapter, chunk, vis)
+            h = adapter.lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
+        else:
+            emb, att, _ = sequences(adapter, chunk, [s.visual for s in chunk])
+            pos = torch.arange(emb.shape[1])[None].expand(len(chunk), -1)
+            h = adapter._layers(emb, pos, att, adapter.lm.layers[:prune_layer])
+            k = torch.zeros_like(att, dtype=torch.bool)
+            for i, (s, idx) in enumerate(zip(chunk, keep[b:b + batch])):
+                n = s.visual.shape[0]
+                k[i] = att[i].bool()
+                k[i, 1:1 + n] = False
+                k[i, 1 + torch.as_tensor(idx)] = True
+            h, _, att, pos = adapter._gather(h, k, torch.full((emb.shape[1],), -100))
+            h = adapter.lm.norm(adapter._layers(h, pos, att, adapter.lm.layers[prune_layer:]))
+            last = att.sum(1) - 1
+        pred = adapter.model.lm_head(h[torch.arange(len(chunk)), last]).argmax(-1)
+        right += int((pred == torch.tensor([s.answer for s in chunk])).sum())
+    return right / len(samples)
+
+
+@torch.no_grad()
+def evo_scores(model, samples, use_text=True, batch=256):
+    """Keep logits [S, N] of one compressor for every sample (the ranking does not depend on k)."""
+    t_max = model.config.max_text_tokens
+    out = []
+    for b in range(0, len(samples), batch):
+        chunk = samples[b:b + batch]
+        v = torch.stack([s.visual for s in chunk])
+        t = torch.zeros(len(chunk), t_max, v.shape[-1])
+        m = torch.zeros(len(chunk), t_max)
+        for i, s in enumerate(chunk):
+            t[i, :len(s.text)], m[i, :len(s.text)] = s.text, 1.0 if use_text else 0.0
+        out.append(model(v, t, m))
+    return torch.cat(out)
+
+
+def baseline_tokens(name, s, k, grid):
+    """(tokens the LLM gets at l = 0, or None) and kept indices, for one sample."""
+    sel = baselines.SELECTORS[name]
+    if name == "visionzip":
+        idx, ctx = sel(s.visual, k=k, attention=s.cls_attn, keys=s.keys)
+        return torch.cat([s.visual[idx], ctx]), idx
+    if name == "fastv":
+        return None, torch.sort(torch.topk(s.fastv, k, sorted=True).indices).values
+    extra = {"grid": grid} if name == "uniform_grid" else {}
+    idx = sel(s.visual, k=k, **extra)
+    return s.visual[idx], idx
+
+
+def ratios_for(n):
+    return sorted({r for r in RATIOS if r < n} | {n})
+
+
+def table(adapter, samples, compressors, grid, log=print):
+    n = samples[0].visual.shape[0]
+    full = accuracy(adapter, samples)
+    rows = {"all_tokens": {str(r): full for r in [1] + ratios_for(n)}}
+    log(f"all tokens: {full:.4f}")
+    scores = {name: evo_scores(model, samples, use_text) for name, (model, use_text) in compressors.items()}
+    for r in ratios_for(n):
+        k = keep_count(n, ratio=r)
+        for name in compressors:
+            keep = list(select(scores[name], k=k))
+            rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[s.visual[i] for s, i in zip(samples, keep)])
+            if name == "evocomp":
+                rows.setdefault("evocomp_l1", {})[str(r)] = accuracy(adapter, samples, keep=keep, prune_layer=1)
+        for name in BASELINES:
+            got = [baseline_tokens(name, s, k, grid) for s in samples]
+            if name == "fastv":  # FastV prunes inside the LLM (after layer K = 1)
+                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, keep=[g[1] for g in got], prune_layer=1)
+            else:
+                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[g[0] for g in got])
+        log(f"{r}x (keep {k}): " + ", ".join(f"{m} {v[str(r)]:.3f}" for m, v in rows.items()))
+    return rows
+
+
+def search_figures(label_path):
+    rows = [json.loads(x) for x in Path(label_path).read_text().splitlines()[1:]]
+    loss = np.array([r["loss"] for r in rows])
+    rand = np.array([r["random_loss"] for r in rows])
+    return {"samples": len(rows), "mean_searched_loss": float(loss.mean()),
+            "mean_all_tokens_loss": float(np.mean([r["all_tokens_loss"] for r in rows])),
+            "mean_random_same_size_loss": float(rand.mean()),
+            "share_below_mean_random": float((loss < rand.mean(1)).mean()),
+            "share_below_each_random": float((loss[:, None] < rand).mean()),
+            "share_below_all_tokens": float(np.mean([r["loss"] < r["all_tokens_loss"] for r in rows])),
+            "mean_kept_tokens": float(np.mean([r["kept"] for r in rows])),
+            "mean_groups_per_image": float(np.mean([len(set(r["groups"])) for r in rows])),
+            "forwards_per_sample": float(np.mean([r["forwards"] for r in rows])),
+            "seconds_per_sample": float(np.mean([r["seconds"] for r in rows]))}
+
+
+def ensure_labels(mllm, work, n_labels, seed, log):
+    from compressors import evo_label_cli
+    labels = work / "labels.jsonl"
+    argv = ["--mllm", str(mllm), "--data", "easy-vqa:train", "--subset-seed", str(seed), "--limit", str(n_labels),
+            "--out", str(labels), "--seed", str(seed)]
+    log(f"label search: python -m compressors.evo_label {' '.join(argv)}")
+    if evo_label_cli.main(argv) != 0:
+        raise SystemExit(2)
+    return labels
+
+
+def ensure_compressors(mllm, labels, work, epochs, seed, log):
+    from compressors import train_evo
+    out = {}
+    for name, extra in ABLATIONS.items():
+        ckpt = work / name
+        if not (ckpt / "train_metrics.json").is_file():
+            argv = ["--mllm", str(mllm), "--labels", str(labels), "--out", str(ckpt), "--epochs", str(epochs),
+                    "--seed", str(seed), *extra]
+            log(f"training {name}: python -m compressors.train_evo {' '.join(argv)}")
+            train_evo.train(train_evo.parser().parse_args(argv), log=lambda *_: None)
+        out[name] = (EvoCompressor.load(ckpt), "--no-text" not in extra)
+    return out
+
+
+def write_outputs(result, out, log):
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, ratios = result["accuracy"], ["1"] + [str(r) for r in result["ratios"]]
+    full = rows["all_tokens"]["1"]
+    lines = [f"easy-VQA test accuracy, {result['test_questions']} questions (seeded subset), {result['visual_tokens']} visual tokens; "
+             f"cells: accuracy (share of all-token accuracy)", "",
+             "| method | " + " | ".join(f"{r}x (keep {keep_count(result['visual_tokens'], ratio=int(r))})" for r in ratios[1:]) + " |",
+             "|---|" + "---|" * (len(ratios) - 1)]
+    for name, acc in rows.items():
+        if name == "all_tokens":
+            lines.append(f"| all tokens | " + " | ".join(f"{full:.3f}" for _ in ratios[1:]) + " |")
+            continue
+        lines.append(f"| {name} | " + " | ".join(f"{acc[r]:.3f} ({acc[r] / max(full, 1e-9):.1%})" for r in ratios[1:]) + " |")
+    s = result["label_search"]
+    lines += ["", f"Label search ({s['samples']} train samples): MLLM answer loss of the searched mask {s['mean_searched_loss']:.4f}, "
+              f"all tokens {s['mean_all_tokens_loss']:.4f}, random masks of the same size {s['mean_random_same_size_loss']:.4f}; "
+              f"searched < mean random on {s['share_below_mean_random']:.1%} of samples ({s['share_below_each_random']:.1%} of sample-random pairs), "
+              f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.1f} groups (= kept tokens) per image; "
+              f"{s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample."]
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out.with_suffix(".json"))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, acc in rows.items():
+        style = "-o" if name.startswith("evocomp") else ("--" if name in BASELINES or name == "all_tokens" else ":")
+        ax.plot([int(r) for r in ratios[1:]], [acc[r] for r in ratios[1:]], style, label=name, linewidth=2 if name == "evocomp" else 1)
+    ax.set_xscale("log", base=2), ax.set_xlabel("compression ratio (visual tokens)"), ax.set_ylabel("easy-VQA test accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+    log("\n".join(lines))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
+    ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
+    ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM, trained if missing)")
+    ap.add_argument("--labels", type=int, default=300, help="train samples to label")
+    ap.add_argument("--test", type=int, default=2000, help="test questions (seeded subset)")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from compressors import easyvqa_mllm
+    from compressors.evo_label_cli import load_llava
+    t0, work = time.time(), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
+    labels = ensure_labels(mllm, work, args.labels, args.seed, print)
+    compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
+    model, tok, processor = load_llava(mllm)
+    adapter = LlavaAdapter(model)
+    test = easyvqa_mllm.easyvqa_split("test")
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
+    samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens)
+    n = samples[0].visual.shape[0]
+    side = int(round(n ** 0.5))
+    rows = table(adapter, samples, compressors, (side, n // side))
+    result = {"mllm": mllm.name, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
+              "accuracy": rows, "label_search": search_figures(labels),
+              "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
+              "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:])}
+    write_outputs(result, args.out, print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
