@@ -3,9 +3,9 @@
     python -m compressors.demo [--rate 0.33] [--prompt-id meeting-...] [--ratio 3]
 
 MOOSComp: a shipped prompt compressed, with the kept-token map (dropped words in [brackets]).
-EvoComp: 576 seeded visual tokens plus a question; the 24x24 map of kept patches at the given ratio.
-MOOSComp runs the trained default (MiniLM-L6, top layer + head trained on GSM8K train); EvoComp runs
-"untrained demo weights": its map shows the mechanics, not a trained model's judgement.
+EvoComp: seeded visual tokens of the default's shape plus a question; the grid map of kept patches at the ratio.
+MOOSComp runs the trained default (MiniLM-L6, top layer + head trained on GSM8K train); EvoComp runs the trained
+default (easy-VQA), but on random tokens: its map shows the mechanics, not the model's judgement of an image.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Writes one build folder (docs/ARTIFACTS.md): every artifact (atomically), the MOOSComp tokenizer, manifest.json;
 then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports runtime_py) and
 exits with its code. Without checkpoints the embedded defaults are used (MOOSComp: the GSM8K-trained MiniLM-L6;
-EvoComp: "untrained demo weights").
+EvoComp: the easy-VQA-trained default_evo()).
 """
 from __future__ import annotations
 

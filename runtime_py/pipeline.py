@@ -9,7 +9,6 @@ import functools
 import os
 
 import numpy as np
-import torch
 
 from compressors import evo as evo_lib
 from compressors.moos import DEMO_PROVENANCE as MOOS_DEFAULT, EagerScorer, MOOSCompressor
@@ -81,8 +80,10 @@ def evo_compress(runner: BaseRunner, visual_tokens, text_embeds, ratio: float | 
 
 
 def _checkpoint_path(model: str, provenance: str) -> str | None:
-    default = MOOS_DEFAULT if model == "moos" else evo_lib.DEMO_PROVENANCE
-    if provenance == default:
+    """None for an embedded default (EvoComp: the shipped trained one, or seeded untrained weights of the
+    recorded config), else the checkpoint folder the build was made from."""
+    default = MOOS_DEFAULT if model == "moos" else evo_lib.default_evo().provenance
+    if provenance == default or (model == "evo" and provenance == evo_lib.DEMO_PROVENANCE):
         return None
     if model == "moos" and provenance == evo_lib.DEMO_PROVENANCE:
         raise ManifestError("moos: the build was made with the former untrained MOOSComp default, which is gone: "
@@ -134,15 +135,16 @@ class Build:
 
     @functools.cached_property
     def evo(self) -> evo_lib.EvoCompressor:
-        """The eager EvoComp reference: the checkpoint, or the seeded demo weights of the recorded config."""
+        """The eager EvoComp reference: the checkpoint, the shipped trained default, or the seeded untrained
+        weights of the recorded config."""
         info = self.manifest["models"]["evo"]
         path = _checkpoint_path("evo", info.get("provenance"))
         if path is not None:
             return evo_lib.EvoCompressor.load(path)
+        if info.get("provenance") != evo_lib.DEMO_PROVENANCE:
+            return evo_lib.default_evo()
         config = evo_lib.EvoCompConfig(**info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
-        model = evo_lib.EvoCompressor(config, provenance=evo_lib.DEMO_PROVENANCE)
-        model.init_weights(torch.Generator().manual_seed(int(info.get("seed", 0))))
-        return model.eval()
+        return evo_lib.seeded_evo(config, int(info.get("seed", 0)))
 
     def moos_compressor(self, artifacts: list[dict]) -> MOOSCompressor:
         """compress_prompt through the given bucket artifacts (one backend and quant) instead of eager."""

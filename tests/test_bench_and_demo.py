@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import checkpoints
+from compressors.evo import default_evo, keep_count
 
 
 def test_moos_vs_llmlingua_writes_json_and_markdown(bert_dir, tmp_path):
@@ -32,7 +33,9 @@ def test_demo_prints_compressed_prompt_and_maps():
     run = subprocess.run([sys.executable, "-m", "compressors.demo", "--rate", "0.5"],
                          capture_output=True, text=True, cwd=checkpoints.ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "untrained demo weights" in run.stdout
+    cfg = default_evo().config
+    assert default_evo().provenance in run.stdout and "GSM8K" in run.stdout
     assert "kept-token map" in run.stdout and "[" in run.stdout.split("kept-token map")[1]
-    grid = [l for l in run.stdout.splitlines() if set(l) <= {"#", "."} and len(l) == 24]
-    assert len(grid) == 24 and sum(l.count("#") for l in grid) == 192  # 576 visual tokens at 3x
+    rows, cols = cfg.grid
+    grid = [l for l in run.stdout.splitlines() if l and set(l) <= {"#", "."} and len(l) == cols]
+    assert len(grid) == rows and sum(l.count("#") for l in grid) == keep_count(cfg.max_visual_tokens, ratio=3.0)
