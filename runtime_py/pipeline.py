@@ -135,7 +135,7 @@ class Build:
         path = _checkpoint_path("evo", info.get("provenance"))
         if path is not None:
             return evo_lib.EvoCompressor.load(path)
-        config = evo_lib.EvoCompConfig(**info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
+        config = evo_lib.EvoCompConfig.from_dict(info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
         model = evo_lib.EvoCompressor(config, provenance=DEMO_PROVENANCE)
         model.init_weights(torch.Generator().manual_seed(int(info.get("seed", 0))))
         return model.eval()
