@@ -141,6 +141,25 @@ def test_divprune_takes_one_token_per_cluster_starting_from_the_most_isolated():
     assert sorted({i // 10 for i in idx if i != 37}) == [0, 1, 2, 3]
 
 
+def reference_divprune(visual_feature_vectors, n_keep):
+    """vbdi/divprune LLaVA/llava/model/llava_arch.py (DivPrune, pairwise_cosine_similarity), transcribed; sorted as
+    prepare_inputs_labels_for_multimodal sorts keep_indexs."""
+    norm_matrix = visual_feature_vectors / visual_feature_vectors.norm(dim=1, keepdim=True)
+    cosine_matrix = 1.0 - torch.mm(norm_matrix, norm_matrix.t())
+    s = torch.empty(n_keep, dtype=torch.long)
+    for i in range(n_keep):
+        m2 = cosine_matrix if i == 0 else torch.index_select(cosine_matrix, 0, torch.index_select(s, 0, torch.arange(0, i)))
+        scores = torch.topk(m2, 2, dim=0, largest=False).values[1, :] if i == 0 else torch.min(m2, dim=0).values
+        s[i] = torch.argmax(scores)
+    return s.sort().values
+
+
+@pytest.mark.parametrize("n,k", [(36, 12), (576, 64), (576, 192)])
+def test_divprune_matches_the_reference_on_random_tokens(n, k):
+    x = rand(n, 32, seed=n + k) + 0.3
+    assert divprune_select(x, k=k).tolist() == reference_divprune(x, k).tolist()
+
+
 def test_divprune_never_repeats_tokens_on_duplicates():
     x = torch.ones(2, 10, 3)
     out = divprune_select(x, k=4)
@@ -298,6 +317,21 @@ def test_fastv_ranks_by_last_token_head_mean_attention():
     assert fastv_select(torch.zeros(n, 4), k=2, attention=a, image_start=start).tolist() == [1, 4]
     batched = fastv_select(torch.zeros(2, n, 4), k=1, attention=torch.stack([a, a.flip(0)]), image_start=start)
     assert batched.tolist() == [[1], [1]]
+
+
+def reference_fastv(last_layer_attention, start, length, keep):
+    """pkunlp-icler/FastV's LlamaModel.forward (llava-hf transformers fork) at layer K, transcribed: layer K-1's
+    attention averaged over heads, the last token's row over the image span, top `keep`, sorted."""
+    last_layer_attention_avg = torch.mean(last_layer_attention, dim=1)[0]
+    last_tok_image = last_layer_attention_avg[-1][start:start + length]
+    return (last_tok_image.topk(keep).indices + start).sort().values - start
+
+
+@pytest.mark.parametrize("n,keep", [(36, 12), (576, 144)])
+def test_fastv_matches_the_reference_on_random_attention(n, keep):
+    a = torch.softmax(4 * rand(1, 4, n + 20, n + 20, seed=n), dim=-1)
+    assert fastv_select(torch.zeros(n, 8), k=keep, attention=a[0], image_start=5).tolist() == \
+        reference_fastv(a, 5, n, keep).tolist()
 
 
 def test_fastv_errors():
