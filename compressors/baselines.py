@@ -2,7 +2,8 @@
 
 Every selector takes the visual tokens first ([N, D] or [B, N, D], torch or numpy), exactly one of
 k / ratio (as `evo.select`), plus its own inputs by keyword, and returns kept indices in original
-order ([k] or [B, k], same kind as the input). `visionzip` also returns its merged contextual tokens.
+order ([k] or [B, k], same kind as the input). `visionzip` also returns its merged contextual tokens
+(`visionzip_signals` gives its inputs from a vision tower's layer).
 These re-implement each method's selection rule on one token sequence; where they deviate from the
 original code, the docstring says so (docs/EVOCOMP.md has the summary).
 """
@@ -117,28 +118,35 @@ def _visionzip_one(x, score, keys, n_dominant, n_context):
     rest = rest_mask.nonzero().flatten()  # remaining tokens, original order
     if n_context == 0:
         return dominant, x.new_zeros(0, x.shape[-1])
-    # As VisionZip: every step-th remaining token is a merge target; each other token joins the
-    # target with the most similar (cosine) key; a contextual token is the mean of its group.
+    # As VisionZip's clip_encoder.py: every step-th remaining token is a merge target; each other token joins
+    # the target with the most cosine-similar key; a contextual token is its target PLUS the mean of the tokens
+    # that joined it (the target is not averaged in; a target nobody joins stays as it is: counts clamp at 1).
     step = max(1, len(rest) // n_context)
     is_target = torch.zeros(len(rest), dtype=torch.bool)
     is_target[torch.arange(0, len(rest), step)[:n_context]] = True
     targets, others = rest[is_target], rest[~is_target]
     kn = F.normalize(keys.float(), dim=-1, eps=1e-12)
     assign = torch.argmax(kn[others] @ kn[targets].T, dim=-1) if len(others) else others
-    sums = x[targets].float().index_add(0, assign, x[others].float())
-    counts = 1 + torch.bincount(assign, minlength=n_context).to(sums.dtype)
-    return dominant, (sums / counts[:, None]).to(x.dtype)
+    merged = x.new_zeros(n_context, x.shape[-1], dtype=torch.float32).index_add(0, assign, x[others].float())
+    counts = torch.bincount(assign, minlength=n_context).clamp(min=1).to(merged.dtype)
+    return dominant, (x[targets].float() + merged / counts[:, None]).to(x.dtype)
 
 
 def visionzip_select(visual_tokens, k=None, ratio=None, attention=None, keys=None, contextual=None):
-    """VisionZip-like (Yang et al., CVPR 2025): dominant tokens plus merged contextual tokens.
+    """VisionZip (Yang et al., CVPR 2025; dvlab-research/VisionZip, visionzip/clip_encoder.py): dominant tokens
+    plus merged contextual tokens.
 
-    attention: the importance of each token ([N] / [B, N]; VisionZip uses the vision encoder's
-    head-summed CLS attention). keys: features used for merging similarity (VisionZip: the layer's
-    keys); default the visual tokens. The budget k counts dominant + contextual tokens, so the LLM
-    gets k tokens as with the other selectors; contextual defaults to k // 6 (VisionZip's 54+10 ~ 64).
+    attention: the importance of each token ([N] / [B, N]); VisionZip's is the CLS token's attention to each
+    patch at the vision tower's layer -2, summed over heads (`visionzip_signals`). keys: the features merging
+    matches on ([N, Dk] / [B, N, Dk]); VisionZip's are that layer's keys, averaged over heads
+    (`visionzip_signals`); without them the visual tokens themselves are matched (a deviation). The tokens
+    merged are `visual_tokens`: VisionZip merges the tower's layer -2 hidden states before the projector.
+    The budget k counts dominant + contextual tokens, so the LLM gets k tokens as with the other selectors;
+    contextual defaults to k // 6 (VisionZip's 54 + 10 = 64). Dominant tokens are the top k - contextual by
+    attention (ties: lower index); the rest are merged as `_visionzip_one` says, as the reference does.
     Returns (dominant indices [k - contextual] in original order, contextual tokens [contextual, D]).
-    Deviations: no CLS token is forced in (MLLM inputs after the projector have none).
+    Deviation: no CLS token (VisionZip keeps the tower's CLS as one of its dominant tokens; MLLM inputs after
+    the projector have none).
     """
     x, was_numpy = _tokens(visual_tokens)
     if attention is None:
@@ -160,6 +168,27 @@ def visionzip_select(visual_tokens, k=None, ratio=None, attention=None, keys=Non
             parts = [_visionzip_one(*a, kk - n_context, n_context) for a in zip(x, score, keys)]
             idx, ctx = torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
     return as_input_kind(idx, was_numpy), as_input_kind(ctx, was_numpy)
+
+
+def visionzip_signals(attention, keys, heads, cls_index=0):
+    """VisionZip's `attention` and `keys` from one vision-tower layer (the reference uses layer -2), CLS removed.
+
+    attention: that layer's attention probabilities [heads, L, L] or [B, heads, L, L] over L = 1 + N tokens with
+    the CLS token at cls_index; keys: that layer's key projection output k_proj(layer_norm1(h)) [L, D] or
+    [B, L, D] (e.g. a forward hook on CLIP's `encoder.layers[-2].self_attn.k_proj`). Returns (the CLS token's attention to
+    each patch summed over heads [.., N], the keys averaged over heads [.., N, D / heads]), as clip_encoder.py
+    and utils.CLIPAttention_forward compute them.
+    """
+    (a, was_numpy), k = as_torch(attention), as_torch(keys)[0]
+    if a.dim() not in (3, 4) or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"attention must be [heads, L, L] or [B, heads, L, L], got shape {tuple(a.shape)}")
+    if k.shape[:-1] != a.shape[:-3] + a.shape[-1:] or k.shape[-1] % heads:
+        raise ValueError(f"keys must be [.., L, D] with L = {a.shape[-1]} and D divisible by heads ({heads}), "
+                         f"got shape {tuple(k.shape)}")
+    patches = [i for i in range(a.shape[-1]) if i != cls_index]
+    score = a[..., cls_index, patches].float().sum(dim=-2)
+    metric = k.reshape(*k.shape[:-1], heads, -1).float().mean(dim=-2)[..., patches, :]
+    return as_input_kind(score, was_numpy), as_input_kind(metric, was_numpy)
 
 
 def fastv_scores(attention, image_start, n_image):

@@ -1,8 +1,11 @@
 """EvoComp: a small text-conditioned encoder that scores visual tokens; the top-k reach the LLM.
 
-The paper (arXiv 2604.17087) publishes the idea, not the architecture: an encoder-only transformer
-reads the MLLM's visual tokens together with the question's text embeddings and scores each visual
-token. Depth, width, heads and the way text conditions the image are compkit's choices (docs/EVOCOMP.md).
+The paper (arXiv 2604.17087) reads the MLLM's aligned visual tokens together with the question's text
+tokens in ONE bidirectional encoder layer with a skip connection and scores each visual token with a
+linear head. That design is the default (`EVO_VARIANTS["paper"]`: the layer runs on the MLLM's own width,
+no input projection, so the residual stream carries the aligned embeddings themselves to the head);
+compkit's earlier 2 x 256 design stays as `EVO_VARIANTS["compact"]`. Heads, FFN width, the position and
+type embeddings and the way text joins the image are compkit's choices (docs/EVOCOMP.md).
 
 Written to export cleanly (ExecuTorch XNNPACK, CoreML, ONNX): attention is plain softmax(QK^T/sqrt(d))V
 with matmuls (SDPA decomposes into ops XNNPACK rejects), reshapes use -1, the text padding mask is a
@@ -29,23 +32,78 @@ FRESH_PROVENANCE = "untrained (random init)"
 MASK_VALUE = -1e4  # finite, so fp16 and int8 graphs never see -inf
 
 
+HEAD_DIM = 64  # width of one attention head when `heads` is derived
+# The designs compkit ships, by name (docs/EVOCOMP.md). None = derived from the widths as EvoCompConfig says.
+EVO_VARIANTS = {
+    # EvoComp's compressor: one bidirectional layer on the MLLM's own width, 64-wide heads, FFN 4x.
+    "paper": dict(hidden=None, layers=1, heads=None, ffn=None, input_proj=False),
+    # compkit's first design: both inputs projected to 256, two layers (~2.2 M parameters at width 896).
+    "compact": dict(hidden=256, layers=2, heads=4, ffn=1024, input_proj=True),
+}
+ARCH_FIELDS = ("hidden", "layers", "heads", "ffn", "input_proj")
+# A config.json written before variants existed has no "variant" key and no input_proj / use_text: it is
+# the compact design (its explicit fields still win).
+LEGACY_FIELDS = {**EVO_VARIANTS["compact"], "use_text": True}
+
+
+def derived_heads(hidden: int) -> int:
+    return hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1
+
+
 @dataclass
 class EvoCompConfig:
     # Sized for a phone MLLM: LLM hidden 896 (Qwen2-0.5B, as in small LLaVA-style models), 576 visual
     # tokens on a 24x24 grid (a 336px CLIP/SigLIP tower with 14px patches), questions up to 64 tokens.
+    # The architecture defaults are the paper's design (EVO_VARIANTS["paper"]) at these widths.
     visual_dim: int = 896  # width of the visual tokens after the MLLM's projector
     text_dim: int = 896  # width of the LLM's input embeddings of the question
-    hidden: int = 256
-    layers: int = 2
-    heads: int = 4
-    ffn: int = 1024
+    hidden: int | None = None  # None: visual_dim (the MLLM's own width)
+    layers: int = 1
+    heads: int | None = None  # None: hidden // 64 (64-wide heads), one head when hidden is no multiple of 64
+    ffn: int | None = None  # None: 4 * hidden
+    # True: both inputs go through a Linear to `hidden`; False: only an input whose width differs from hidden.
+    input_proj: bool = False
+    # False: the text inputs are accepted (same signature, same exports) and ignored: the "without text" ablation.
+    use_text: bool = True
     max_visual_tokens: int = 576
     max_text_tokens: int = 64
     grid: tuple = (24, 24)  # rows, cols of the visual tokens (raster order); used by spatial baselines
     dropout: float = 0.0
+    # Derived and recorded in config.json: the EVO_VARIANTS name whose design these fields are, else "custom".
+    # Passing a name that does not describe the fields is an error.
+    variant: str | None = None
+
+    @classmethod
+    def for_variant(cls, name: str, **widths) -> "EvoCompConfig":
+        """The design `name` of EVO_VARIANTS at the given widths / token counts (visual_dim, text_dim,
+        max_visual_tokens, max_text_tokens, grid, dropout, use_text)."""
+        if name not in EVO_VARIANTS:
+            raise ValueError(f"unknown EvoComp variant {name!r}: choose one of {sorted(EVO_VARIANTS)}")
+        fixed = sorted(set(widths) & set(ARCH_FIELDS + ("variant",)))
+        if fixed:
+            raise ValueError(f"for_variant sets {fixed} from the variant; build EvoCompConfig(...) for a custom design")
+        return cls(**EVO_VARIANTS[name], **widths, variant=name)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "EvoCompConfig":
+        """From a saved dict (config.json, a build manifest); a dict without "variant" is read as written before
+        variants existed (LEGACY_FIELDS fill what it lacks)."""
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        return cls(**({**LEGACY_FIELDS, **raw} if "variant" not in raw else raw))
 
     def __post_init__(self):
         self.grid = tuple(int(g) for g in self.grid)
+        if self.hidden is None:
+            self.hidden = self.visual_dim
+        if self.heads is None and isinstance(self.hidden, int):
+            self.heads = derived_heads(self.hidden)
+        if self.ffn is None and isinstance(self.hidden, int):
+            self.ffn = 4 * self.hidden
+        for f in ("input_proj", "use_text"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"EvoCompConfig.{f} must be true or false, got {getattr(self, f)!r}")
         for f in ("visual_dim", "text_dim", "hidden", "layers", "heads", "ffn", "max_visual_tokens", "max_text_tokens"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -56,6 +114,21 @@ class EvoCompConfig:
             raise ValueError(f"EvoCompConfig.grid {self.grid} must be (rows, cols) with rows*cols == max_visual_tokens ({self.max_visual_tokens})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"EvoCompConfig.dropout must be in [0, 1), got {self.dropout}")
+        design = {f: getattr(self, f) for f in ARCH_FIELDS}
+        derived = next((name for name in EVO_VARIANTS if variant_design(name, self.visual_dim) == design), "custom")
+        if self.variant is not None and self.variant != derived:
+            raise ValueError(f"EvoCompConfig.variant {self.variant!r} does not describe these fields ({design} is the "
+                             f"{derived!r} design at visual_dim {self.visual_dim}): drop variant or fix the fields")
+        self.variant = derived
+
+
+def variant_design(name: str, visual_dim: int) -> dict:
+    """EVO_VARIANTS[name] with its derived fields filled in for visual tokens of width visual_dim."""
+    d = dict(EVO_VARIANTS[name])
+    d["hidden"] = visual_dim if d["hidden"] is None else d["hidden"]
+    d["heads"] = derived_heads(d["hidden"]) if d["heads"] is None else d["heads"]
+    d["ffn"] = 4 * d["hidden"] if d["ffn"] is None else d["ffn"]
+    return d
 
 
 class EncoderLayer(nn.Module):
@@ -108,13 +181,19 @@ class EvoCompressor(nn.Module):
         self.init_weights(torch.Generator().manual_seed(0))
 
     def _build(self, cfg):
-        self.visual_proj = nn.Linear(cfg.visual_dim, cfg.hidden)
-        self.text_proj = nn.Linear(cfg.text_dim, cfg.hidden)
+        def projection(width):  # the paper's design reads the aligned embeddings as they are
+            return nn.Linear(width, cfg.hidden) if cfg.input_proj or width != cfg.hidden else nn.Identity()
+
+        # Registration order fixes which draws of init_weights' generator each tensor gets: kept as before
+        # variants existed, so a seed gives the compact design the same weights it always had.
+        text = cfg.use_text
+        self.visual_proj = projection(cfg.visual_dim)
+        self.text_proj = projection(cfg.text_dim) if text else None
         # Separate tensors rather than an Embedding: an added constant is delegated, a gather is not.
         self.visual_type = nn.Parameter(torch.zeros(cfg.hidden))
-        self.text_type = nn.Parameter(torch.zeros(cfg.hidden))
+        self.text_type = nn.Parameter(torch.zeros(cfg.hidden)) if text else None
         self.visual_pos = nn.Parameter(torch.zeros(cfg.max_visual_tokens, cfg.hidden))
-        self.text_pos = nn.Parameter(torch.zeros(cfg.max_text_tokens, cfg.hidden))
+        self.text_pos = nn.Parameter(torch.zeros(cfg.max_text_tokens, cfg.hidden)) if text else None
         self.blocks = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, 1)
@@ -131,6 +210,12 @@ class EvoCompressor(nn.Module):
                 p.normal_(0.0, 0.02, generator=generator)
 
     def forward(self, visual_tokens, text_embeds, text_mask=None):
+        h = self.hidden_states(visual_tokens, text_embeds, text_mask)
+        return self.head(h).reshape(h.shape[0], -1)
+
+    def hidden_states(self, visual_tokens, text_embeds, text_mask=None):
+        """The states the linear head scores, [B, N, hidden] (visual positions, after the final LayerNorm):
+        what EvoComp's cosine term compares between retained and discarded tokens."""
         cfg = self.config
         b, n, dv = visual_tokens.shape
         t, dt = text_embeds.shape[1], text_embeds.shape[2]
@@ -138,18 +223,18 @@ class EvoCompressor(nn.Module):
             raise ValueError(f"expected visual width {cfg.visual_dim} and text width {cfg.text_dim}, got {dv} and {dt}")
         if n > cfg.max_visual_tokens or t > cfg.max_text_tokens:
             raise ValueError(f"{n} visual / {t} text tokens exceed the config's maxima ({cfg.max_visual_tokens} / {cfg.max_text_tokens})")
-        v = self.visual_proj(visual_tokens) + self.visual_type + self.visual_pos[:n]
-        x_t = self.text_proj(text_embeds) + self.text_type + self.text_pos[:t]
-        x = torch.cat([v, x_t], dim=1)
+        x = self.visual_proj(visual_tokens) + self.visual_type + self.visual_pos[:n]
         key_bias = None
-        if text_mask is not None:
-            # Padded text keys get a large finite negative bias; visual keys get 0 by left-padding
-            # (a pad is delegated to XNNPACK, a zeros_like of a slice is not).
-            text_bias = (1.0 - text_mask.to(x.dtype)) * MASK_VALUE
-            key_bias = F.pad(text_bias, (n, 0)).reshape(b, 1, 1, -1)
+        if cfg.use_text:  # else the "without text" ablation: text accepted (same signature) and ignored
+            x = torch.cat([x, self.text_proj(text_embeds) + self.text_type + self.text_pos[:t]], dim=1)
+            if text_mask is not None:
+                # Padded text keys get a large finite negative bias; visual keys get 0 by left-padding
+                # (a pad is delegated to XNNPACK, a zeros_like of a slice is not).
+                text_bias = (1.0 - text_mask.to(x.dtype)) * MASK_VALUE
+                key_bias = F.pad(text_bias, (n, 0)).reshape(b, 1, 1, -1)
         for block in self.blocks:
             x = block(x, key_bias)
-        return self.head(self.norm(x[:, :n])).reshape(b, -1)
+        return self.norm(x[:, :n] if cfg.use_text else x)  # a whole-tensor slice is an alias XNNPACK leaves out
 
     def input_spec(self, batch=1, visual_tokens=None, text_tokens=None):
         """{input name: (shape, dtype)} for building example inputs; defaults to the config's maxima."""
@@ -220,11 +305,7 @@ class EvoCompressor(nn.Module):
             if not isinstance(raw, dict) or raw.get("model_type") != "evocomp":
                 raise ValueError("model_type is not 'evocomp'")
             provenance = raw.get("provenance", "unknown")
-            known = {f.name for f in fields(EvoCompConfig)}
-            unknown = sorted(set(raw) - known - {"model_type", "provenance"})
-            if unknown:
-                raise ValueError(f"unknown keys {unknown}")
-            config = EvoCompConfig(**{k: v for k, v in raw.items() if k in known})
+            config = EvoCompConfig.from_dict({k: v for k, v in raw.items() if k not in ("model_type", "provenance")})
         except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"bad EvoComp config {directory / 'config.json'}: {str(e).splitlines()[0]}") from None
         model = cls(config, provenance=provenance)

@@ -143,7 +143,7 @@ class Build:
             return evo_lib.EvoCompressor.load(path)
         if info.get("provenance") != evo_lib.DEMO_PROVENANCE:
             return evo_lib.default_evo()
-        config = evo_lib.EvoCompConfig(**info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
+        config = evo_lib.EvoCompConfig.from_dict(info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
         return evo_lib.seeded_evo(config, int(info.get("seed", 0)))
 
     def moos_compressor(self, artifacts: list[dict]) -> MOOSCompressor:

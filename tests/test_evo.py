@@ -30,10 +30,64 @@ def one_line(excinfo):
 
 # ---- config and model -------------------------------------------------------------------------
 
-def test_default_config_is_the_documented_phone_size():
+def test_default_config_is_the_papers_design_at_the_documented_phone_size():
     c = EvoCompConfig()
-    assert (c.visual_dim, c.text_dim, c.hidden, c.layers, c.heads, c.ffn) == (896, 896, 256, 2, 4, 1024)
+    assert (c.visual_dim, c.text_dim, c.hidden, c.layers, c.heads, c.ffn) == (896, 896, 896, 1, 14, 3584)
+    assert (c.input_proj, c.use_text, c.variant) == (False, True, "paper")
     assert (c.max_visual_tokens, c.max_text_tokens, c.grid, c.dropout) == (576, 64, (24, 24), 0.0)
+    assert c == EvoCompConfig.for_variant("paper") and default_evo().config == c
+
+
+def test_variants_at_given_widths_and_the_recorded_name():
+    paper = EvoCompConfig.for_variant("paper", visual_dim=4096, text_dim=4096)  # LLaVA-1.5-7B's width
+    assert (paper.hidden, paper.layers, paper.heads, paper.ffn, paper.variant) == (4096, 1, 64, 16384, "paper")
+    compact = EvoCompConfig.for_variant("compact", visual_dim=24, text_dim=16, max_visual_tokens=36, grid=(6, 6))
+    assert (compact.hidden, compact.layers, compact.heads, compact.ffn, compact.input_proj) == (256, 2, 4, 1024, True)
+    assert compact.variant == "compact" and SMALL.variant == "custom"
+    # the name is derived from the fields, however the config was spelled
+    assert EvoCompConfig(hidden=256, layers=2, heads=4, ffn=1024, input_proj=True).variant == "compact"
+    assert EvoCompConfig(visual_dim=128, text_dim=128).heads == 2  # 64-wide heads
+    assert EvoCompConfig(visual_dim=96, text_dim=96).heads == 1  # no multiple of 64: one head
+    for bad, fragment in [(lambda: EvoCompConfig(layers=2, variant="paper"), "does not describe"),
+                          (lambda: EvoCompConfig.for_variant("big"), "unknown EvoComp variant"),
+                          (lambda: EvoCompConfig.for_variant("paper", hidden=128), "custom design"),
+                          (lambda: EvoCompConfig(use_text=1), "true or false")]:
+        with pytest.raises(ValueError) as e:
+            bad()
+        assert fragment in one_line(e)
+
+
+def test_paper_variant_reads_the_aligned_embeddings_through_its_skip_connection():
+    cfg = EvoCompConfig.for_variant("paper", visual_dim=64, text_dim=64, max_visual_tokens=36, max_text_tokens=8,
+                                    grid=(6, 6))
+    m = EvoCompressor(cfg).eval()
+    names = set(m.state_dict())
+    assert not any(n.startswith(("visual_proj", "text_proj")) for n in names) and len(m.blocks) == 1
+    v, t = rand(1, 36, 64, seed=1), rand(1, 8, 64, seed=2)
+    with torch.no_grad():
+        for p in (m.blocks[0].out.weight, m.blocks[0].out.bias, m.blocks[0].fc2.weight, m.blocks[0].fc2.bias):
+            p.zero_()  # the layer adds nothing: what the head reads is the embeddings themselves, normalised
+        expected = torch.nn.functional.layer_norm(v + m.visual_type + m.visual_pos, (64,))
+        torch.testing.assert_close(m.hidden_states(v, t), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(m(v, t), m.head(expected).reshape(1, -1), rtol=0, atol=1e-5)
+    assert sum(p.numel() for p in EvoCompressor(EvoCompConfig()).parameters()) == 10_223_361
+    assert sum(p.numel() for p in EvoCompressor(EvoCompConfig.for_variant("compact")).parameters()) == 2_203_905
+
+
+def test_without_text_ignores_text_but_keeps_the_signature():
+    cfg = EvoCompConfig(**{**{k: getattr(SMALL, k) for k in ("visual_dim", "text_dim", "hidden", "layers", "heads", "ffn",
+                                                                "max_visual_tokens", "max_text_tokens", "grid")},
+                           "use_text": False})
+    m = EvoCompressor(cfg).eval()
+    assert not any("text" in n for n in m.state_dict())
+    v = rand(2, 36, 24, seed=1)
+    with torch.no_grad():
+        base = m(v, rand(2, 8, 16, seed=2), torch.ones(2, 8))
+        torch.testing.assert_close(m(v, rand(2, 8, 16, seed=3), torch.zeros(2, 8)), base, rtol=0, atol=0)
+        assert m(*m.example_inputs(batch=2)).shape == (2, 36)
+    with pytest.raises(ValueError) as e:
+        m(v, rand(2, 8, 15))
+    assert "text width 16" in one_line(e)
 
 
 @pytest.mark.parametrize("bad", [dict(hidden=30, heads=4), dict(grid=(20, 24)), dict(layers=0), dict(dropout=1.0)])
@@ -212,6 +266,37 @@ def test_save_into_existing_dir_replaces_our_files_only(tmp_path):
     assert torch.equal(loaded.head.weight, second.head.weight) and loaded.provenance == "fine-tuned"
     assert (tmp_path / "ckpt" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_checkpoint_saved_before_variants_loads_with_its_explicit_fields(tmp_path):
+    """A config.json written before variants existed (no variant / input_proj / use_text) is the compact design:
+    its fields are honoured, including the projections that a hidden == visual_dim config would now drop."""
+    tiny = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, max_visual_tokens=36,
+                max_text_tokens=8, grid=(6, 6))
+    phone = dict(hidden=256, layers=2, heads=4, ffn=1024)  # the old defaults
+    for old_fields, variant in [(tiny, "custom"), (phone, "compact")]:
+        m = EvoCompressor(EvoCompConfig(**old_fields, input_proj=True))
+        m.init_weights(torch.Generator().manual_seed(5))
+        d = m.save(tmp_path / f"old-{variant}")
+        raw = json.loads((d / "config.json").read_text())
+        old = {k: v for k, v in raw.items() if k not in ("variant", "input_proj", "use_text")}
+        (d / "config.json").write_text(json.dumps(old))
+        loaded = EvoCompressor.load(d)
+        assert loaded.config == m.config and loaded.config.variant == variant and loaded.config.input_proj
+        assert isinstance(loaded.visual_proj, torch.nn.Linear)
+        x = m.example_inputs(visual_tokens=20, text_tokens=5)
+        with torch.no_grad():
+            assert torch.equal(loaded(*x), m(*x))
+
+
+def test_recorded_variant_must_describe_the_saved_fields(tmp_path):
+    d = small_model().save(tmp_path / "ckpt")
+    assert json.loads((d / "config.json").read_text())["variant"] == "custom"
+    raw = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**raw, "variant": "paper"}))
+    with pytest.raises(ValueError) as e:
+        EvoCompressor.load(d)
+    assert "bad EvoComp config" in one_line(e) and "does not describe" in one_line(e)
 
 
 def test_load_errors_are_one_line(tmp_path):

@@ -24,8 +24,10 @@ from export.xnnpack_rewrites import DelegableLayerNorm, DelegableSelfAttention, 
 from quant.calibration import evo_calibration, moos_calibration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_EVO = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, max_visual_tokens=36,
+# A compact-style design at tiny widths (both inputs projected); the paper's design: TINY_PAPER
+TINY_EVO = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, input_proj=True, max_visual_tokens=36,
                 max_text_tokens=8, grid=(6, 6))
+TINY_PAPER = dict(visual_dim=64, text_dim=64, max_visual_tokens=36, max_text_tokens=8, grid=(6, 6))
 L = 32  # the test bucket
 
 
@@ -457,6 +459,61 @@ def test_cli_ios_end_to_end(bert_dir, evo_dir, tmp_path):
         if a["backend"] == "coreml":
             _check_mlpackage(os.path.join(out, a["file"]), list(a["input_spec"]), a["output_names"],
                              {n for n, (_, dt) in a["input_spec"].items() if dt == "int32"})
+
+
+@pytest.fixture(scope="module")
+def paper_evo_dir(tmp_path_factory):
+    model = EvoCompressor(EvoCompConfig.for_variant("paper", **TINY_PAPER))
+    model.init_weights(torch.Generator().manual_seed(3))
+    with torch.no_grad():  # a wider head, so keep logits spread and top-k is not decided by noise
+        model.head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(4))
+    return str(model.save(tmp_path_factory.mktemp("evo") / "tiny-paper-evo"))
+
+
+@pytest.mark.slow
+def test_paper_variant_android_build_passes_parity(paper_evo_dir, tmp_path):
+    """The paper's design (no input projection, one layer) through every android format, parity run by the build."""
+    out = str(tmp_path / "android")
+    r = run_cli("--target", "android", "--model", "evo", "--evo-checkpoint", paper_evo_dir, "--quant", "fp32,int8dyn",
+                "--visual-tokens", "36", "--out", out, "--jobs", "2")
+    assert r.returncode == 0, r.stderr[-3000:]  # no --allow-disabled: every artifact passed parity
+    m = check_manifest(out, "android", ["evo_xnnpack_int8dyn.pte", "evo_xnnpack_fp32.pte", "evo_onnx_fp32.onnx",
+                                        "evo_onnx_int8dyn.onnx"])
+    assert m["models"]["evo"]["config"]["variant"] == "paper" and m["models"]["evo"]["config"]["hidden"] == 64
+    for a in m["artifacts"]:
+        assert a["enabled"] and a["parity"]["status"] == "pass", (a["file"], a["disabled_reason"])
+    delegation = {a["file"]: a["delegation"] for a in m["artifacts"] if a["backend"] == "xnnpack"}
+    assert delegation["evo_xnnpack_fp32.pte"]["partitions"] == 1, delegation
+    assert delegation["evo_xnnpack_int8dyn.pte"]["partitions"] <= 2, delegation
+
+
+@pytest.mark.slow
+def test_paper_variant_ios_build_lowers_whole(paper_evo_dir, tmp_path):
+    out = str(tmp_path / "ios")
+    r = run_cli("--target", "ios", "--model", "evo", "--evo-checkpoint", paper_evo_dir, "--quant", "fp16,pal4",
+                "--visual-tokens", "36", "--out", out, "--allow-disabled", "--skip-parity")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = check_manifest(out, "ios", ["evo_coreml_fp16.mlpackage", "evo_coreml_pal4.mlpackage", "evo_etcoreml_fp16.pte"])
+    for a in m["artifacts"]:
+        if a["backend"] == "coreml":
+            _check_mlpackage(os.path.join(out, a["file"]), list(a["input_spec"]), a["output_names"], {"text_mask"})
+        else:
+            assert a["delegation"]["partitions"] == 1 and a["delegation"]["non_delegated_compute_nodes"] == 0
+
+
+@pytest.mark.slow
+def test_without_text_exports_with_the_same_inputs(tmp_path):
+    """The "without text" ablation keeps the three inputs (it ignores two), so its artifacts plug in unchanged."""
+    model = EvoCompressor(EvoCompConfig.for_variant("paper", **TINY_PAPER, use_text=False)).eval()
+    example, cal = evo_inputs(model)
+    pte, onnx_path = str(tmp_path / "evo_xnnpack_fp32.pte"), str(tmp_path / "evo_onnx_fp32.onnx")
+    info = executorch_xnnpack.export(model, example, model.INPUT_NAMES, model.OUTPUT_NAMES, "fp32", pte)
+    assert info["delegation"]["partitions"] == 1 and info["delegation"]["non_delegated_compute_nodes"] == 0
+    onnx_export.export(model, example, model.INPUT_NAMES, model.OUTPUT_NAMES, "fp32", onnx_path)
+    for inputs in cal[:2]:
+        ref = eager(model, inputs)[0]
+        np.testing.assert_allclose(run_pte(pte, inputs)[0], ref, atol=1e-4)
+        np.testing.assert_allclose(run_onnx(onnx_path, model.INPUT_NAMES, inputs)[0], ref, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -15,8 +15,9 @@ from export.files import sha256_path, size_bytes
 from checkpoints import make_bert
 
 BUCKETS = (32, 64)
-TINY_EVO = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, max_visual_tokens=36,
-                max_text_tokens=8, grid=(6, 6))
+# The paper's design (the default) at tiny widths: one layer of width 32, text projected 24 -> 32 (tests/test_export.py
+# covers the compact design)
+TINY_EVO = dict(visual_dim=32, text_dim=24, max_visual_tokens=36, max_text_tokens=8, grid=(6, 6))
 MOOS_OUT = ["keep_prob", "outlier_z"]
 EVO_IN, EVO_OUT = ["visual_tokens", "text_embeds", "text_mask"], ["keep_logits"]
 
@@ -94,7 +95,7 @@ def make_tiny_build(build_dir: str, *, pte_buckets=(), onnx_buckets=BUCKETS, evo
     scorer = moos.torch_module.for_export()  # plain attention, as export/ lowers it (docs/ARTIFACTS.md)
     evo_dir = os.path.join(ck, "tiny-evo")
     if not os.path.isdir(evo_dir):
-        evo = EvoCompressor(EvoCompConfig(**TINY_EVO), provenance="tiny test weights")
+        evo = EvoCompressor(EvoCompConfig.for_variant("paper", **TINY_EVO), provenance="tiny test weights")
         with torch.no_grad():  # a spread head, so the tiny untrained scores are not one near-flat value
             evo.head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
         evo.save(evo_dir)
