@@ -389,7 +389,7 @@ class MOOSCompressor:
             "origin_tokens": n_original,
             "compressed_tokens": n_compressed,
             "ratio": f"{ratio:.1f}x",
-            "rate": f"{1 / ratio * 100:.1f}%" if n_compressed else "0.0%",  # LLMLingua says 100.0% of nothing
+            "rate": f"{1 / ratio * 100:.1f}%",  # "100.0%" for an empty result, as LLMLingua-2 says: compressed_tokens is 0
             "saving": f", Saving ${(n_original - n_compressed) * 0.06 / 1000:.1f} in GPT-4.",
         }
         if return_word_label:

@@ -1,8 +1,9 @@
 """python -m export.build --target {android,ios,desktop,all}: export, quantize and parity-check both compressors.
 
-Writes one build folder (docs/ARTIFACTS.md): every artifact (atomically), the MOOSComp tokenizer, manifest.json
-(rewritten after every artifact with "complete": false, set true only when the export finished); then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports runtime_py) and
-exits with its code. Without checkpoints the embedded defaults are used ("untrained demo weights").
+Writes one build folder (docs/ARTIFACTS.md), claimed with a lock file: every artifact (atomically), the MOOSComp
+tokenizer, manifest.json (rewritten after every artifact with "complete": false, set true only when the export
+finished); then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports
+runtime_py) and exits with its code. SIGINT / SIGTERM stop it within seconds (docs/RELIABILITY.md). Without checkpoints the embedded defaults are used ("untrained demo weights").
 """
 from __future__ import annotations
 
@@ -144,11 +145,16 @@ def release_out_dir(path: str) -> None:
         pass
 
 
-def remove_stale_temps(out_dir: str) -> None:
-    """The folder was empty when claimed, so every hidden entry but the lock is a temp path of this export's."""
+def remove_leftovers(out_dir: str, unlisted: list[str]) -> None:
+    """The folder was empty when claimed, so every hidden entry but the lock is a temp path of this export's,
+    and each of `unlisted` (planned artifacts the manifest does not list) is this export's too."""
     for name in os.listdir(out_dir):
-        if name.startswith(".") and name != LOCK:
-            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+        if (name.startswith(".") and name != LOCK) or name in unlisted:
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
 
 
 def remove_dirs(created: list[str]) -> None:
@@ -405,7 +411,9 @@ def build(args) -> int:
         done = sum(1 for a in manifest["artifacts"] if not a.get("export_error"))
         manifest["stopped"] = f"{e.name} after {done}/{len(work)} artifacts"
         write_manifest(args.out, manifest)
-        remove_stale_temps(args.out)  # of a worker that had to be killed before it could clean up
+        # temp paths of a worker killed mid-write, and artifacts a worker finished whose result never reached us
+        planned = {artifact_name(r.model, r.backend, r.quant, b) for r, b in work}
+        remove_leftovers(args.out, sorted(planned - {a["file"] for a in manifest["artifacts"]}))
         raise
     args.phase = "parity"
     failed = [a["file"] for a in manifest["artifacts"] if a.get("export_error")]
@@ -443,7 +451,7 @@ def export_all(args, jobs, work, manifest) -> None:
 
     names = [artifact_name(r.model, r.backend, r.quant, b) for r, b in work]
     parallel.run_all(work, lambda task, bar: build_artifact(jobs[task[0].model], task[0], task[1], args.out, bar),
-                     args.jobs, names, len(STEPS), finished)
+                     args.jobs, names, len(STEPS), finished, poll=args.check_stop)
     if "moos" in jobs:
         write_shared_vectors(jobs, args.out)
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -466,26 +474,33 @@ def quiet_known_noise() -> None:
 
 def stop_on_signals():
     """SIGINT and SIGTERM raise Stopped once (a second signal while stopping is ignored), so the temp paths of
-    what is being written unwind and the workers are ended. Returns a function restoring the old handlers."""
+    what is being written unwind and the workers are ended. Returns (check, restore): check() raises Stopped
+    if a signal came but its exception was swallowed (Python ignores exceptions raised in __del__ and at-fork
+    hooks); restore() puts the old handlers back."""
     import signal
 
-    state = {"stopping": False}
+    state = {"signum": None}
 
     def handler(signum, frame):
-        if not state["stopping"]:
-            state["stopping"] = True
+        if state["signum"] is None:
+            state["signum"] = signum
             raise Stopped(signum)
 
+    def check():
+        if state["signum"] is not None:
+            raise Stopped(state["signum"])
+
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(s, h) for s, h in old.items()]
+    return check, lambda: [signal.signal(s, h) for s, h in old.items()]
 
 
 def main(argv=None) -> int:
     quiet_known_noise()
-    restore = stop_on_signals()
+    check_stop, restore = stop_on_signals()
     args = None
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        args.check_stop = check_stop
         return build(args)
     except BadInput as e:
         print(f"export.build: error: {e}", file=sys.stderr)

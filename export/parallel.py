@@ -10,6 +10,8 @@ A worker's progress and messages reach the parent through a queue; results are r
 Stopping (Ctrl-C, SIGTERM, or any exception in the parent): queued tasks are cancelled and the workers are
 terminated at once, not waited for; a terminated worker removes its half-written temp paths and exits. Workers
 ignore SIGINT (a terminal sends it to the whole process group): the parent alone decides, and prints one line.
+SIGINT and SIGTERM are blocked while the workers fork: a handler that raises inside an at-fork hook (logging
+has one) would see its exception ignored, and the stop lost.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 _INHERITED: dict = {}  # set before the pool forks: the task runner and the progress queue
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class QueueProgress:
@@ -53,6 +56,7 @@ def _init_worker() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
     torch.set_num_threads(1)
 
 
@@ -75,10 +79,11 @@ def _run_in_worker(index: int, task):
     return index, _INHERITED["run"](task, QueueProgress(_INHERITED["messages"], index))
 
 
-def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_result) -> None:
+def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_result, poll=lambda: None) -> None:
     """Call run(task, progress) for every task, `jobs` at a time, and on_result(index, result) in this process as
     each one finishes. If a worker dies (killed, out of memory), on_result(index, None) for every task that did
-    not finish, with the reason printed. jobs <= 1 runs the tasks here, one after another."""
+    not finish, with the reason printed. jobs <= 1 runs the tasks here, one after another. poll() is called
+    between tasks and while waiting: it may raise to stop everything (a signal noted but not yet acted on)."""
     from tqdm import tqdm
 
     def new_bar(i):
@@ -87,6 +92,7 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
 
     if jobs <= 1 or len(tasks) <= 1:
         for i, task in enumerate(tasks):
+            poll()
             with new_bar(i) as bar:
                 result = run(task, bar)
                 bar.update(bar.total - bar.n)  # tasks may skip steps
@@ -125,8 +131,13 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
     try:
         try:
-            pending = {pool.submit(_run_in_worker, i, task) for i, task in enumerate(tasks)}
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:  # the first submit forks every worker
+                pending = {pool.submit(_run_in_worker, i, task) for i, task in enumerate(tasks)}
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             while pending:
+                poll()
                 drain(0.2)
                 done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
                 for future in done:

@@ -303,10 +303,10 @@ def main(argv=None) -> int:
                 print(f"error: {p}", file=sys.stderr)
             return 2
         build = Build(os.fspath(args.build_dir), manifest, args.threads)
-        load_references(build)
         prompts = corpus.load_prompts(args.prompts) if "moos" in manifest["models"] else []
         if args.gsm8k and prompts:
             prompts += corpus.load_gsm8k(args.gsm8k, args.gsm8k_limit)
+        load_references(build)
         long = sum(len(build.moos.tokenizer(p, add_special_tokens=False)["input_ids"]) > 510 for p in prompts)
     except (ManifestError, corpus.CorpusError, ValueError, OSError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)

