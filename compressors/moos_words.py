@@ -132,6 +132,8 @@ def keep_words(ww: WindowWords, scores: np.ndarray, token_counts: list[int], red
                rules: WordRules, drop_consecutive: bool, top: float) -> np.ndarray:
     """Word labels (1 keep, 0 drop) for one window: the percentile threshold over scores repeated once per
     target-LLM token, keep strictly above it (or equal to the top score when the threshold is the top)."""
+    if len(scores) == 0:  # a window with no words (only special or dropped pieces): nothing to keep or drop
+        return np.zeros(0, dtype=np.int8)
     scores = scores.copy()
     if drop_consecutive:
         first = np.percentile(scores, int(100 * reduce_rate))

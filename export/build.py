@@ -1,9 +1,11 @@
 """python -m export.build --target {android,ios,desktop,all}: export, quantize and parity-check both compressors.
 
-Writes one build folder (docs/ARTIFACTS.md): every artifact (atomically), the MOOSComp tokenizer, manifest.json;
-then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports runtime_py) and
-exits with its code. Without checkpoints the embedded defaults are used (MOOSComp: the GSM8K-trained MiniLM-L6;
-EvoComp: the easy-VQA-trained default_evo()).
+Writes one build folder (docs/ARTIFACTS.md), claimed with a lock file: every artifact (atomically), the MOOSComp
+tokenizer, manifest.json (rewritten after every artifact with "complete": false, set true only when the export
+finished); then runs `python -m runtime_py.parity BUILD --record` in a subprocess (export never imports
+runtime_py) and exits with its code. SIGINT / SIGTERM stop it within seconds (docs/RELIABILITY.md). Without
+checkpoints the embedded defaults are used (MOOSComp: the GSM8K-trained MiniLM-L6; EvoComp: the easy-VQA-trained
+default_evo()).
 """
 from __future__ import annotations
 
@@ -31,8 +33,25 @@ STEPS = ("quantize", "export", "lower", "save")
 TOOLS = ("torch", "executorch", "onnxruntime", "onnx", "coremltools", "transformers")
 
 
+LOCK = ".compkit-export.lock"  # the claim of one export on its build folder, removed when that export ends
+
+
 class BadInput(Exception):
     """Bad command-line input: printed as one line, exit 2, nothing written."""
+
+
+class BuildFailed(Exception):
+    """The build could not go on (the disk is full, the folder vanished): one line, exit 1."""
+
+
+class Stopped(BaseException):  # not an Exception: an artifact's `except Exception` must not swallow it
+    """SIGINT or SIGTERM: the export stops now and leaves its folder marked incomplete."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum, self.name = signum, signal.Signals(signum).name
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -73,7 +92,9 @@ def parse_args(argv):
         raise BadInput(f"bucket {args.seq_lens[0]} is smaller than {MIN_BUCKET}: [CLS] + [SEP] leave too few pieces; "
                        f"use --seq-lens of at least {MIN_BUCKET}")
     known = {r.quant for r in TARGETS[args.target]}
-    args.quants = [q.strip() for q in args.quant.split(",") if q.strip()] if args.quant else None
+    args.quants = [q.strip() for q in args.quant.split(",") if q.strip()] if args.quant is not None else None
+    if args.quants == []:
+        raise BadInput(f"--quant {args.quant!r} names no recipe: give e.g. fp32,int8dyn, or leave it out for the default")
     for q in args.quants or []:
         if q not in known:
             raise BadInput(f"--quant {q!r} is not built for target {args.target}: choose from {', '.join(sorted(known))}")
@@ -94,27 +115,56 @@ def parse_args(argv):
     return args
 
 
-def make_out_dir(path: str) -> list[str]:
-    """Create the build folder (and missing parents); return the folders created, to remove on failure."""
+def claim_out_dir(path: str) -> list[str]:
+    """Create the build folder (and missing parents) and claim it for this export alone: the lock file is
+    created with O_EXCL, so of two exports racing for one folder exactly one wins; the other is refused with
+    nothing touched. Returns the folders created, to remove (if still empty) on failure."""
     created, p = [], path
     while not os.path.exists(p):
         created.append(p)
         p = os.path.dirname(p)
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        fd = os.open(os.path.join(path, LOCK), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise BadInput(f"--out {path} is being written by another export ({LOCK} exists): choose a new folder") from None
     except OSError as e:
         remove_dirs(created)
         raise BadInput(f"--out {path} is not writable ({e.strerror or e}): choose a folder you can write to") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    others = sorted(set(os.listdir(path)) - {LOCK})
+    if others:  # another export claimed, wrote and finished between our argument check and our claim
+        release_out_dir(path)
+        raise BadInput(f"--out {path} exists and is not an empty folder (it now holds {others[0]}): choose a new folder")
     return created
 
 
+def release_out_dir(path: str) -> None:
+    try:
+        os.remove(os.path.join(path, LOCK))
+    except OSError:
+        pass
+
+
+def remove_leftovers(out_dir: str, unlisted: list[str]) -> None:
+    """The folder was empty when claimed, so every hidden entry but the lock is a temp path of this export's,
+    and each of `unlisted` (planned artifacts the manifest does not list) is this export's too."""
+    for name in os.listdir(out_dir):
+        if (name.startswith(".") and name != LOCK) or name in unlisted:
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
 def remove_dirs(created: list[str]) -> None:
-    for d in created:  # deepest first
-        shutil.rmtree(d, ignore_errors=True)
+    for d in created:  # deepest first; only empty ones: another process may be using a folder we just made
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -299,7 +349,14 @@ def write_shared_vectors(jobs, out_dir) -> None:
 
 
 def write_manifest(out_dir, manifest) -> None:
-    write_bytes(os.path.join(out_dir, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+    """Atomically: a failed write (a full disk) leaves the previous manifest.json whole, and says so in one line."""
+    path = os.path.join(out_dir, "manifest.json")
+    try:
+        write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    except OSError as e:
+        kept = "the previous one is intact" if os.path.exists(path) else "none was written"
+        raise BuildFailed(f"cannot write {path} ({e.strerror or e}); {kept}: free space and rebuild into a new "
+                          "folder") from None
 
 
 def run_parity(out_dir, allow_disabled) -> int:
@@ -341,14 +398,43 @@ def build(args) -> int:
     work = plan(args.target, args.models, args.quants, args.seq_lens)
     if not work:
         raise BadInput(f"nothing to build for --target {args.target} --model {args.model} --quant {args.quant}")
-    make_out_dir(args.out)
+    claim_out_dir(args.out)
+    args.claimed = True
     for job in jobs.values():
         print(f"{job.name}: {job.info['provenance']}", flush=True)
 
-    manifest = {"schema": 1, "target": args.target,
+    manifest = {"schema": 1, "target": args.target, "complete": False,
                 "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "compkit_revision": git_revision(), "tool_versions": tool_versions(),
                 "models": {name: job.info for name, job in jobs.items()}, "artifacts": []}
+    write_manifest(args.out, manifest)  # at once: a folder stopped before its first artifact says it is incomplete
+    try:
+        export_all(args, jobs, work, manifest)
+    except Stopped as e:
+        done = sum(1 for a in manifest["artifacts"] if not a.get("export_error"))
+        manifest["stopped"] = f"{e.name} after {done}/{len(work)} artifacts"
+        write_manifest(args.out, manifest)
+        # temp paths of a worker killed mid-write, and artifacts a worker finished whose result never reached us
+        planned = {artifact_name(r.model, r.backend, r.quant, b) for r, b in work}
+        remove_leftovers(args.out, sorted(planned - {a["file"] for a in manifest["artifacts"]}))
+        raise
+    args.phase = "parity"
+    failed = [a["file"] for a in manifest["artifacts"] if a.get("export_error")]
+    print(f"exported {len(work) - len(failed)}/{len(work)} artifacts in {manifest['export_seconds']:.0f} s to {args.out}",
+          flush=True)
+
+    code = 0 if args.skip_parity else run_parity(args.out, args.allow_disabled)
+    with open(os.path.join(args.out, "manifest.json"), encoding="utf-8") as f:
+        print(summary_table(json.load(f)))
+    if failed:
+        print(f"error: {len(failed)} artifact(s) failed to export: {', '.join(failed)} (reasons above and in "
+              "manifest.json)", file=sys.stderr)
+        return 1
+    return code
+
+
+def export_all(args, jobs, work, manifest) -> None:
+    """Every artifact (rewriting the manifest after each), the shared vectors, then the completion mark."""
     if "moos" in jobs:
         save_tokenizer(jobs["moos"].tokenizer, args.out)
     started = time.perf_counter()
@@ -368,23 +454,12 @@ def build(args) -> int:
 
     names = [artifact_name(r.model, r.backend, r.quant, b) for r, b in work]
     parallel.run_all(work, lambda task, bar: build_artifact(jobs[task[0].model], task[0], task[1], args.out, bar),
-                     args.jobs, names, len(STEPS), finished)
+                     args.jobs, names, len(STEPS), finished, poll=args.check_stop)
     if "moos" in jobs:
         write_shared_vectors(jobs, args.out)
-    export_seconds = time.perf_counter() - started
-    manifest["export_seconds"] = round(export_seconds, 1)
+    manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+    manifest["complete"] = True  # only now: every listed artifact is final and nothing else is still coming
     write_manifest(args.out, manifest)
-    failed = [a["file"] for a in manifest["artifacts"] if a.get("export_error")]
-    print(f"exported {len(work) - len(failed)}/{len(work)} artifacts in {export_seconds:.0f} s to {args.out}", flush=True)
-
-    code = 0 if args.skip_parity else run_parity(args.out, args.allow_disabled)
-    with open(os.path.join(args.out, "manifest.json"), encoding="utf-8") as f:
-        print(summary_table(json.load(f)))
-    if failed:
-        print(f"error: {len(failed)} artifact(s) failed to export: {', '.join(failed)} (reasons above and in "
-              "manifest.json)", file=sys.stderr)
-        return 1
-    return code
 
 
 def quiet_known_noise() -> None:
@@ -400,18 +475,56 @@ def quiet_known_noise() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def main(argv=None) -> int:
+def stop_on_signals():
+    """SIGINT and SIGTERM raise Stopped once (a second signal while stopping is ignored), so the temp paths of
+    what is being written unwind and the workers are ended. Returns (check, restore): check() raises Stopped
+    if a signal came but its exception was swallowed (Python ignores exceptions raised in __del__ and at-fork
+    hooks); restore() puts the old handlers back."""
     import signal
 
+    state = {"signum": None}
+
+    def handler(signum, frame):
+        if state["signum"] is None:
+            state["signum"] = signum
+            raise Stopped(signum)
+
+    def check():
+        if state["signum"] is not None:
+            raise Stopped(state["signum"])
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return check, lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
+def main(argv=None) -> int:
     quiet_known_noise()
-    # SIGTERM unwinds like Ctrl-C, so the temp paths of the artifact being written are removed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    check_stop, restore = stop_on_signals()
+    args = None
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        args.check_stop = check_stop
         return build(args)
     except BadInput as e:
         print(f"export.build: error: {e}", file=sys.stderr)
         return 2
+    except BuildFailed as e:
+        print(f"export.build: error: {e}", file=sys.stderr)
+        return 1
+    except Stopped as e:
+        if getattr(args, "phase", None) == "parity":
+            where = (f"the export in {args.out} is complete but its parity was not recorded: run "
+                     f"`python -m runtime_py.parity {args.out} --record`")
+        elif getattr(args, "claimed", False):
+            where = f"{args.out} is marked incomplete (manifest.json \"complete\": false); rebuild into a new folder"
+        else:
+            where = "nothing was written"
+        print(f"export.build: stopped by {e.name}: {where}", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        if getattr(args, "claimed", False):
+            release_out_dir(args.out)
+        restore()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+_LIVE: set[str] = set()  # temp folders of writes in progress in this process, removed by remove_live_temps()
+
 
 @contextlib.contextmanager
 def atomic_path(out_path: str, directory: bool = False):
@@ -15,6 +17,7 @@ def atomic_path(out_path: str, directory: bool = False):
     parent, name = os.path.split(out_path)
     tmp_dir = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     tmp = os.path.join(tmp_dir, name)
+    _LIVE.add(tmp_dir)
     try:
         yield tmp
         if not os.path.exists(tmp):
@@ -24,6 +27,15 @@ def atomic_path(out_path: str, directory: bool = False):
         os.replace(tmp, out_path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        _LIVE.discard(tmp_dir)
+
+
+def remove_live_temps() -> None:
+    """Remove the temp paths of writes still in progress: for a process that must exit at once (a signal)
+    without unwinding, so a stopped export leaves no half-written file behind."""
+    for d in list(_LIVE):
+        shutil.rmtree(d, ignore_errors=True)
+        _LIVE.discard(d)
 
 
 def write_bytes(out_path: str, data: bytes) -> None:

@@ -6,16 +6,26 @@ about 40% (docs/EXPORT.md). Workers are forked, not spawned, so they inherit the
 SmoothQuant factors (measured once, before the fork) instead of pickling or reloading them; each worker runs
 torch on one thread, as PyTorch's intra-op pool is not fork-safe and the cores belong to the workers anyway.
 A worker's progress and messages reach the parent through a queue; results are returned in completion order.
+
+Stopping (Ctrl-C, SIGTERM, or any exception in the parent): queued tasks are cancelled and the workers are
+terminated at once, not waited for; a terminated worker removes its half-written temp paths and exits. Workers
+ignore SIGINT (a terminal sends it to the whole process group): the parent alone decides, and prints one line.
+SIGINT and SIGTERM are blocked while the workers fork: a handler that raises inside an at-fork hook (logging
+has one) would see its exception ignored, and the stop lost.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_lib
+import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 _INHERITED: dict = {}  # set before the pool forks: the task runner and the progress queue
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class QueueProgress:
@@ -34,20 +44,46 @@ class QueueProgress:
         self.messages.put((self.index, "write", text))
 
 
+def _exit_now(signum, frame) -> None:
+    from .files import remove_live_temps
+
+    remove_live_temps()
+    os._exit(128 + signum)  # not SystemExit: the pool's worker loop would catch it and take the next task
+
+
 def _init_worker() -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
     torch.set_num_threads(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = 2.0) -> None:
+    """Cancel queued tasks and end the workers now: SIGTERM (they clean up), SIGKILL after `grace` seconds."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def _run_in_worker(index: int, task):
     return index, _INHERITED["run"](task, QueueProgress(_INHERITED["messages"], index))
 
 
-def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_result) -> None:
+def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_result, poll=lambda: None) -> None:
     """Call run(task, progress) for every task, `jobs` at a time, and on_result(index, result) in this process as
     each one finishes. If a worker dies (killed, out of memory), on_result(index, None) for every task that did
-    not finish, with the reason printed. jobs <= 1 runs the tasks here, one after another."""
+    not finish, with the reason printed. jobs <= 1 runs the tasks here, one after another. poll() is called
+    between tasks and while waiting: it may raise to stop everything (a signal noted but not yet acted on)."""
     from tqdm import tqdm
 
     def new_bar(i):
@@ -56,6 +92,7 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
 
     if jobs <= 1 or len(tasks) <= 1:
         for i, task in enumerate(tasks):
+            poll()
             with new_bar(i) as bar:
                 result = run(task, bar)
                 bar.update(bar.total - bar.n)  # tasks may skip steps
@@ -91,22 +128,32 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
         b.close()
         on_result(i, result)
 
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker) as pool:
-            pending = {pool.submit(_run_in_worker, i, task) for i, task in enumerate(tasks)}
+        try:
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:  # the first submit forks every worker
+                pending = {pool.submit(_run_in_worker, i, task) for i, task in enumerate(tasks)}
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             while pending:
+                poll()
                 drain(0.2)
                 done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
                 for future in done:
                     drain(0)
                     finish(*future.result())
-    except BrokenProcessPool as e:
-        drain(0)
-        print(f"error: an export worker died ({e}); the artifacts it had not finished are marked failed",
-              file=sys.stderr)
-        for i in range(len(tasks)):
-            if i not in finished:
-                finish(i, None)
+        except BrokenProcessPool as e:
+            drain(0)
+            print(f"error: an export worker died ({e}); the artifacts it had not finished are marked failed",
+                  file=sys.stderr)
+            for i in range(len(tasks)):
+                if i not in finished:
+                    finish(i, None)
+        pool.shutdown(wait=True)
+    except BaseException:  # a signal or an error here: nothing queued may still run, no worker may outlive us
+        _stop_workers(pool)
+        raise
     finally:
         _INHERITED.clear()
         for b in bars.values():

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 
 from export.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
 
 MANIFEST = "manifest.json"
 _REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", "sha256")
+ARTIFACT_SUFFIXES = (".pte", ".onnx", ".mlpackage", ".onnx.data")
 
 
 class ManifestError(ValueError):
@@ -31,13 +33,39 @@ def read_manifest(build_dir) -> dict:
         raise ManifestError(f"{path} has no 'artifacts' list: not a compkit manifest (docs/ARTIFACTS.md)")
     if manifest.get("schema") != 1:
         raise ManifestError(f"{path} has schema {manifest.get('schema')!r}; this runtime reads schema 1")
+    if manifest.get("complete") is False:  # absent: a build from before the mark existed (docs/RELIABILITY.md)
+        why = f"it was {manifest['stopped']}" if manifest.get("stopped") else "the export was interrupted or crashed"
+        raise ManifestError(f"{path} is marked incomplete ({why}): its artifacts cannot be trusted; "
+                            "rebuild into a new folder with `python -m export.build`")
+    if not isinstance(manifest.get("models"), dict):
+        raise ManifestError(f"{path} has no 'models' table: not a compkit manifest (docs/ARTIFACTS.md)")
     for i, a in enumerate(manifest["artifacts"]):
         missing = [k for k in _REQUIRED if not isinstance(a, dict) or k not in a]
         if missing:
             raise ManifestError(f"{path}: artifact #{i} ({a.get('file') if isinstance(a, dict) else a!r}) lacks {missing}")
-        if a["model"] not in manifest.get("models", {}):
+        if not _inside(a["file"]):
+            raise ManifestError(f"{path}: artifact file {a['file']!r} is not a name inside the build folder; "
+                                "the manifest is damaged or hostile: rebuild")
+        if a["model"] not in manifest["models"]:
             raise ManifestError(f"{path}: artifact {a['file']} is of model {a['model']!r}, which 'models' does not describe")
+    tok_dir = (manifest["models"].get("moos") or {}).get("tokenizer_dir", "moos_tokenizer")
+    if not _inside(tok_dir):
+        raise ManifestError(f"{path}: models.moos.tokenizer_dir {tok_dir!r} is not a name inside the build folder; rebuild")
     return manifest
+
+
+def _inside(name) -> bool:
+    """A plain file or folder name of the build folder itself: no path, nothing that climbs out of it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and not os.path.isabs(name)
+
+
+def stray_files(build_dir, manifest: dict) -> list[str]:
+    """Artifact-like files and temp paths in the folder that the manifest does not list: what an interrupted
+    export or a second writer leaves behind. Sorted names."""
+    listed = {a["file"] for a in manifest["artifacts"]}
+    return sorted(n for n in os.listdir(os.fspath(build_dir)) if n not in listed
+                  and (n.endswith(ARTIFACT_SUFFIXES) or (n.startswith(".") and ".tmp-" in n)))
 
 
 def verify_sha256(build_dir, manifest: dict) -> list[str]:
@@ -63,9 +91,11 @@ def write_json_atomic(path, obj) -> None:
 
 
 def write_text_atomic(path, text: str) -> None:
+    """The file keeps its mode (a new one gets the umask's), not mkstemp's private 0600."""
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
     try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -73,3 +103,9 @@ def write_text_atomic(path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

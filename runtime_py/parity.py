@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import corpus
-from .manifest import ManifestError, read_manifest, verify_sha256, write_json_atomic, write_text_atomic
+from .manifest import ManifestError, read_manifest, stray_files, verify_sha256, write_json_atomic, write_text_atomic
 from .pipeline import BucketedEagerScorer, Build, MoosArtifactScorer, evo_compress
 from .report import markdown_table
 from .runners import EagerRunner, RunnerUnavailable, paired_latency_ms
@@ -247,6 +247,36 @@ def record(build: Build, results: list[dict]) -> dict:
     return build.manifest
 
 
+def version_notes(manifest: dict) -> list[str]:
+    """What differs between the build's toolchain and revision and this one's: parity here still holds, but
+    it is not the toolchain that made the artifacts."""
+    from export.build import git_revision, tool_versions
+
+    built, here = manifest.get("tool_versions") or {}, tool_versions()
+    notes = [f"{name} {built[name]} built it, {here.get(name)} checks it" for name in sorted(built)
+             if name in here and built[name] != here[name]]
+    rev, now = manifest.get("compkit_revision"), git_revision()
+    if rev and now != "unknown" and rev != now:
+        notes.append(f"compkit revision {rev[:12]} built it, {now[:12]} checks it")
+    return notes
+
+
+def load_references(build: Build) -> None:
+    """The eager references every artifact is judged against, loaded up front: a manifest whose models cannot
+    be rebuilt is a broken build (exit 2), not a failure of each of its artifacts."""
+    for name in ("moos", "evo"):
+        if name not in build.manifest["models"]:
+            continue
+        try:
+            getattr(build, name)
+        except ManifestError:
+            raise
+        except Exception as e:
+            raise ManifestError(f"models.{name} in manifest.json cannot be loaded ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}): the manifest is damaged or from "
+                                "another compkit revision; rebuild") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime_py.parity", description=__doc__.split("\n\n")[0])
     ap.add_argument("build_dir")
@@ -276,10 +306,17 @@ def main(argv=None) -> int:
         prompts = corpus.load_prompts(args.prompts) if "moos" in manifest["models"] else []
         if args.gsm8k and prompts:
             prompts += corpus.load_gsm8k(args.gsm8k, args.gsm8k_limit)
+        load_references(build)
         long = sum(len(build.moos.tokenizer(p, add_special_tokens=False)["input_ids"]) > 510 for p in prompts)
     except (ManifestError, corpus.CorpusError, ValueError, OSError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    for note in version_notes(manifest):
+        print(f"note: {note}", file=sys.stderr)
+    stray = stray_files(args.build_dir, manifest)
+    if stray:
+        print(f"warning: {len(stray)} file(s) in the build folder that manifest.json does not list (left by another "
+              f"or an interrupted export?): {', '.join(stray)}", file=sys.stderr)
     if prompts and (len(prompts) < 20 or not long):
         print(f"warning: {len(prompts)} prompts, {long} longer than one 512 window: the issue asks for >= 20 with some "
               "longer than 512 pieces", file=sys.stderr)
