@@ -346,7 +346,7 @@ def _bad_evo_config(m):
     (_incomplete, "is marked incomplete (it was SIGTERM after 1/4 artifacts)"),
     (_schema2, "has schema 2; this runtime reads schema 1"),
     (_outside, "artifact file '../../elsewhere.onnx' is not a name inside the build folder"),
-    (_bad_evo_config, "models.evo in manifest.json cannot be loaded (TypeError"),
+    (_bad_evo_config, "models.evo in manifest.json cannot be loaded (ValueError: unknown keys ['colour'])"),
 ])
 def test_parity_refuses_a_broken_manifest(tiny, tmp_path, capsys, edit, message):
     build = copy_of(tiny, tmp_path, edit)
