@@ -21,6 +21,9 @@ build: $(STAMP)
 test: $(STAMP)
 	command -v adb >/dev/null || (apt-get update -qq && apt-get install -y -qq adb)
 	dpkg -s nlohmann-json3-dev libutf8proc-dev libgtest-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nlohmann-json3-dev libutf8proc-dev libgtest-dev)
+	# the arm64 runner bundle (cross compiler, patchelf, Debian's arm64 .debs) and the emulated arm64 adb device (qemu-user)
+	dpkg --print-foreign-architectures | grep -qx arm64 || (dpkg --add-architecture arm64 && apt-get update -qq)
+	dpkg -s g++-aarch64-linux-gnu qemu-user patchelf >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user patchelf)
 	$(PY) -m pytest -q -ra
 
 clean:
