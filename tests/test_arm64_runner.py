@@ -212,3 +212,44 @@ def test_both_pipelines_decide_on_arm64_as_on_this_host(request, build, bundle):
     kept = [r.evo_pipeline(build / "evo_xnnpack_fp32.pte", ratio=3, inputs=inputs, iters=1, warmup=0)["kept_indices"]
             for r in (phone, host)]
     assert kept[0] == kept[1] and len(kept[0]) == 12
+
+
+# --- decision parity on the device's kernels ----------------------------------------------------------
+
+def _with_vectors(build: Path, texts) -> Path:
+    """export.build writes vectors.json; device parity reads its texts (and EvoComp inputs when present)."""
+    (build / "vectors.json").write_text(json.dumps({"texts": list(texts)}), encoding="utf-8")
+    return build
+
+
+@needs_cross
+@pytest.mark.slow
+def test_device_parity_judges_arm64_kernels_against_this_hosts(request, build, bundle, tmp_path):
+    from bench_device import device_parity
+
+    _with_vectors(build, [PROMPT, "Café au lait, naïve résumé.", "Numbers: 3.14159, 1,000,000, -42."])
+    loopback, _ = _arm64_device(request)
+    stem = tmp_path / "dp"
+    code = device_parity.main([str(build), "--device", f"adb:{loopback.serial}", "--texts", "3", "--evo-sets", "2",
+                               "--out", str(stem)])
+    report = json.loads(stem.with_suffix(".json").read_text())
+    rows = {r["file"]: r for r in report["artifacts"]}
+    assert code == 0 and report["device_info"]["abi"] == "arm64-v8a" and report["host_abi"] == "x86_64"
+    moos, evo = rows["moos_xnnpack_fp32_32.pte"], rows["evo_xnnpack_fp32.pte"]
+    assert moos["status"] == evo["status"] == "pass"
+    assert moos["texts"] == 3 and moos["windows"] >= 3 and 0 <= moos["numeric"]["max_abs"] < 1e-4
+    assert set(moos["decisions"]["word_agreement"]) == {"0.25", "0.33", "0.5"}
+    assert evo["token_sets"] == 2 and set(evo["decisions"]["iou"]) == {"2x", "3x", "4x"}
+    md = stem.with_suffix(".md").read_text()
+    assert "emulated" in md.splitlines()[0] and "| moos_xnnpack_fp32_32.pte | fp32 |" in md
+
+
+def test_device_parity_without_vectors_is_one_line(tmp_path, capsys):
+    from bench_device import device_parity
+
+    build = Path(tiny_build.make_tiny_build(str(tmp_path / "b"), pte_buckets=(), onnx_buckets=(32,)))
+    capsys.readouterr()  # the build's progress bars
+    assert device_parity.main([str(build), "--device", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "vectors.json is missing" in _one_line(err)
+    assert not list(build.glob("device_parity*"))
