@@ -25,6 +25,9 @@ test: $(STAMP)
 	dpkg -s openjdk-17-jdk-headless libandroid-json-java >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless libandroid-json-java)
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
 	bash android_demo/tools/kotlinc.sh install >/dev/null
+	# the arm64 runner bundle (cross compiler, patchelf, Debian's arm64 .debs) and the emulated arm64 adb device (qemu-user)
+	dpkg --print-foreign-architectures | grep -qx arm64 || (dpkg --add-architecture arm64 && apt-get update -qq)
+	dpkg -s g++-aarch64-linux-gnu qemu-user patchelf >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user patchelf)
 	$(PY) -m pytest -q -ra
 
 clean:

@@ -1,8 +1,11 @@
 """Build the native benchmark runner (bench_device/runner) against the installed executorch wheel.
 
-    python -m bench_device.build_runner [--build-dir DIR] [--force]
+    python -m bench_device.build_runner [--abi host|arm64-v8a] [--wheel PATH] [--build-dir DIR] [--force]
 
-prints the path of the compkit_runner binary. Other code calls ensure_runner(), which rebuilds only
+prints the path of the compkit_runner binary (the host's, by default), or with --abi arm64-v8a the folder of
+a self-contained arm64 bundle a phone runs with no NDK (bench_device/runner_bundle.py).
+
+Other code calls ensure_runner(), which rebuilds only
 when the runner's sources, the executorch install or the CMake version changed (a stamp file holds
 a hash of all three). Builds are serialised with a file lock, so parallel callers share one build.
 """
@@ -108,11 +111,20 @@ def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench_device.build_runner", description=__doc__.splitlines()[0])
-    parser.add_argument("--build-dir", default=None, help=f"build directory (default: {DEFAULT_BUILD_DIR})")
+    parser.add_argument("--abi", default="host", help="host (default) or an Android ABI: arm64-v8a")
+    parser.add_argument("--wheel", default=None, help="a downloaded executorch wheel for --abi (default: pip "
+                        "download; or $COMPKIT_ARM64_WHEEL)")
+    parser.add_argument("--build-dir", default=None, help=f"build directory (default: {DEFAULT_BUILD_DIR}, "
+                        "build/runner-ABI for --abi)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cached binary is current")
     args = parser.parse_args(argv)
     try:
-        print(ensure_runner(args.build_dir, force=args.force))
+        if args.abi == "host":
+            print(ensure_runner(args.build_dir, force=args.force))
+        else:
+            from .runner_bundle import ensure_bundle
+
+            print(ensure_bundle(args.abi, args.build_dir, wheel=args.wheel, force=args.force).path)
     except BuildError as e:
         print(f"build_runner: error: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,9 @@ The pipeline calls run the runner's pipeline mode: the whole MOOSComp / EvoComp 
 (runtime_cpp's core), timed per stage.
 
 On LocalDevice the runner and models run in place (a 1B-class fp32 .pte is 5 GB: copying it proves nothing).
-The runner built for this host plays the phone's runner on the loopback adb device of the tests.
+Which runner a device gets follows its ABI: a device of this host's ABI (an x86_64 emulator, the loopback
+device of the tests) the host's binary; an arm64-v8a phone the self-contained arm64 bundle
+(bench_device/runner_bundle.py), pushed once and started through its launcher.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Device, DeviceError, LocalDevice, sha256_file
+from .devices import Device, DeviceError, LocalDevice, host_abi, sha256_file
 
 
 class RunnerFailed(RuntimeError):
@@ -27,14 +29,24 @@ class RunnerFailed(RuntimeError):
 class DeviceRunner:
     def __init__(self, device: Device, runner_binary: str | os.PathLike | None = None, threads: int | None = None,
                  timeout: float = 1800.0):
-        if runner_binary is None:
-            from .build_runner import ensure_runner
-
-            runner_binary = ensure_runner()
         self.device, self.threads, self.timeout = device, threads, timeout
         self.local = isinstance(device, LocalDevice)
         self._staged: dict[tuple, str] = {}
-        self.binary = self.stage(runner_binary, executable=True)
+        # the argv that starts the runner on the device: a binary, or `sh LAUNCHER` for a bundle
+        self.command = [self.stage(runner_binary, executable=True)] if runner_binary else self._runner_for_abi()
+
+    def _runner_for_abi(self) -> list[str]:
+        from .build_runner import ensure_runner
+        from .runner_bundle import TARGETS, ensure_bundle
+
+        abi, host = self.device.abi(), host_abi()
+        if abi == host:
+            return [self.stage(ensure_runner(), executable=True)]
+        if abi not in TARGETS:
+            raise DeviceError(f"{self.device.name} has ABI {abi!r}: compkit builds runners for {host} (this "
+                              f"machine) and {', '.join(TARGETS)} only; use a device of one of those")
+        bundle = ensure_bundle(abi)
+        return ["sh", self.device.install_bundle(bundle.path, bundle.digest, bundle.launcher.name)]
 
     def stage(self, path: str | os.PathLike, executable: bool = False) -> str:
         """The device path of a local file, pushing it (once per content) when the device is remote."""
@@ -141,7 +153,7 @@ class DeviceRunner:
     def _invoke(self, args: list[str], what: str, per_call: list[str]) -> dict:
         """Run the runner with args; its JSON, or RunnerFailed with its one-line error. per_call files are
         removed from the device afterwards: they differ per call and must not pile up on the phone."""
-        argv = [self.binary, *args] + (["--threads", str(self.threads)] if self.threads else [])
+        argv = [*self.command, *args] + (["--threads", str(self.threads)] if self.threads else [])
         self._staged = {k: v for k, v in self._staged.items() if v not in per_call}
         r = self.device.run(argv, timeout=self.timeout)  # a dead device raises here: nothing left to clean
         for remote in per_call:

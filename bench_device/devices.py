@@ -35,6 +35,19 @@ _MARKER_RE = re.compile(r"\n" + _MARKER + r"(\d+)\n\Z")
 _MIN_TRANSFER_RATE = 1_000_000  # bytes/s assumed when sizing push/pull timeouts
 
 
+# `uname -m` names -> Android ABI names (ro.product.cpu.abi), for devices without the property and for hosts
+_ABI_OF_MACHINE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a",
+                   "armv7l": "armeabi-v7a", "armv8l": "armeabi-v7a", "i686": "x86", "i386": "x86"}
+
+
+def abi_of_machine(machine: str) -> str:
+    return _ABI_OF_MACHINE.get(machine.strip().lower(), machine.strip())
+
+
+def host_abi() -> str:
+    return abi_of_machine(platform.machine())
+
+
 class DeviceError(RuntimeError):
     """A device operation failed; the message is one line: what failed and what to do."""
 
@@ -135,6 +148,15 @@ class Device(ABC):
     def remote_path(self, path: str) -> str:
         return path if posixpath.isabs(path) else posixpath.join(self.workdir, path)
 
+    @abstractmethod
+    def abi(self) -> str:
+        """The device's Android ABI name (arm64-v8a, x86_64, ...): which runner build it executes."""
+
+    @abstractmethod
+    def install_bundle(self, folder: str | os.PathLike, digest: str, launcher: str) -> str:
+        """Make a runner bundle folder (files plus SHA256SUMS; `digest` identifies it) available on the device
+        and check that it starts; return the device path of its launcher script (run it with `sh`)."""
+
     def cooldown(self, seconds: float) -> None:
         """Let the SoC cool between timed runs (phones throttle within seconds of full load)."""
         if seconds > 0:
@@ -204,6 +226,14 @@ class LocalDevice(Device):
         return {"kind": "local", "serial": platform.node(), "model": platform.node(), "soc": soc,
                 "abi": platform.machine(), "cores": os.cpu_count(),
                 "os": f"{platform.system()} {platform.release()}"}
+
+    def abi(self) -> str:
+        return host_abi()
+
+    def install_bundle(self, folder, digest, launcher) -> str:
+        path = Path(folder) / launcher
+        _check_starts(self, str(path))
+        return str(path)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -302,7 +332,7 @@ class AdbDevice(Device):
 
     def _remove(self, path: str) -> None:
         try:
-            self.run(["rm", "-f", path])
+            self.run(["rm", "-rf", path])
         except DeviceError:
             pass  # already failing; the caller's error says what went wrong first
 
@@ -344,10 +374,53 @@ class AdbDevice(Device):
         return {"kind": "adb", "serial": self.serial, "model": model, "soc": soc or board, "abi": abi,
                 "cores": int(cores) if cores.isdigit() else None, "os": f"Android {release}"}
 
+    def abi(self) -> str:
+        r = self.run(["sh", "-c", "getprop ro.product.cpu.abi 2>/dev/null; uname -m"], check=True)
+        prop, _, machine = r.stdout.strip().rpartition("\n")
+        return prop.strip() or abi_of_machine(machine)
+
+    @property
+    def bundle_root(self) -> str:
+        """Runner bundles live beside the work dir: cleanup() clears the work dir, a bundle stays for the next run."""
+        return self.workdir.rstrip("/") + "-bundles"
+
+    def install_bundle(self, folder, digest, launcher) -> str:
+        folder = Path(folder)
+        sums = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines())
+        remote = posixpath.join(self.bundle_root, digest[:16])
+        if self._remote_sums(remote, sums) != sums:  # absent, partial or altered: push it whole, then rename
+            partial = f"{remote}.partial"
+            self.run(["rm", "-rf", remote, partial], check=True)
+            try:
+                for name in sorted(sums) + ["SHA256SUMS"]:
+                    self.push(folder / name, posixpath.join(partial, name))  # each push is sha256-verified
+                modes = [name for name in sums if os.access(folder / name, os.X_OK)]
+                self.run(["chmod", "755", *(posixpath.join(partial, n) for n in modes)], check=True)
+                self.run(["mv", partial, remote], check=True)
+            except DeviceError:
+                self._remove(partial)
+                raise
+        path = posixpath.join(remote, launcher)
+        _check_starts(self, path)
+        return path
+
+    def _remote_sums(self, remote: str, sums: dict[str, str]) -> dict[str, str]:
+        r = self.run(["sha256sum", *(posixpath.join(remote, n) for n in sorted(sums))])
+        return {posixpath.basename(line.split()[1]): line.split()[0] for line in r.stdout.splitlines()
+                if len(line.split()) == 2} if r.code == 0 else {}
+
     def cleanup(self) -> None:
         r = self._run(["rm", "-rf", self.workdir], self.timeout, cwd="/")
         if r.code != 0:
             raise DeviceError(f"{self.name}: cannot remove {self.workdir}: {_last_line(r.stderr)}")
+
+
+def _check_starts(device: Device, launcher: str) -> None:
+    """A bundle that cannot start (a missing loader, SELinux, a wrong ABI) fails here with its own stderr."""
+    r = device.run(["sh", launcher, "--help"])
+    if r.code != 0:
+        raise DeviceError(f"{device.name}: the runner bundle does not start ({launcher} exited {r.code}): "
+                          f"{_last_line(r.stderr, r.stdout)}")
 
 
 def device_from_spec(spec: str, **kwargs) -> Device:

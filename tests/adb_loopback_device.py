@@ -21,6 +21,12 @@ from `props`. Inside command text, "/data/local/tmp" is rewritten to SANDBOX/dat
 SANDBOX/data/local/tmp is rewritten back in stdout and stderr, so commands and their output
 speak device paths. Other absolute paths in command text are host paths.
 
+arm64 mode (`arm64=True`) plays an arm64 phone on this x86-64 host: getprop says arm64-v8a (and the model
+string says the device is emulated, so benchmark reports say so), and every shell command runs with
+loopback_emu/qemu_exec_shim.c preloaded, which puts `qemu-aarch64 -cpu max,sme=off` in front of any
+aarch64 ELF a command starts. Like a phone, it has no /lib/ld-linux-aarch64.so.1: a glibc program must
+bring its own loader. The code under test sees an adb device and nothing else.
+
 Fault switches (`Faults`) make it misbehave the ways a phone can: never answer CNXN, die in the
 middle of a shell command, answer SEND/RECV with FAIL, run out of disk on SEND, corrupt data.
 """
@@ -49,6 +55,13 @@ MAX_PAYLOAD = 256 * 1024
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN = 0, 1, 2, 3, 4
 FEATURES = ("shell_v2", "stat_v2", "ls_v2", "fixed_push_mkdir")
 DEVICE_TMP = "/data/local/tmp"
+SHIM_SOURCE = Path(__file__).resolve().parent / "loopback_emu" / "qemu_exec_shim.c"
+ARM64_PROPS = {
+    "ro.product.model": "Loopback arm64 emulated by qemu-user (timings meaningless)",  # no ; , : (banner)
+    "ro.product.cpu.abi": "arm64-v8a",
+    "ro.product.cpu.abilist": "arm64-v8a",
+    "ro.soc.model": "qemu-aarch64 max,sme=off",
+}
 
 DEFAULT_PROPS = {
     "ro.product.name": "loopback",
@@ -56,7 +69,7 @@ DEFAULT_PROPS = {
     "ro.product.device": "loopback",
     "ro.soc.model": "LOOP8000",
     "ro.board.platform": "loopboard",
-    "ro.product.cpu.abi": "arm64-v8a",
+    "ro.product.cpu.abi": "x86_64",  # runs this host's binaries, like an x86_64 emulator; arm64=True for a phone
     "ro.build.version.release": "14",
     "ro.build.version.sdk": "34",
 }
@@ -234,10 +247,15 @@ class LoopbackAdbDevice:
     faults: Faults = field(default_factory=Faults)
     version: int = A_VERSION
     features: tuple[str, ...] = FEATURES  # advertise fewer to play an old adbd
+    arm64: bool = False  # play an arm64 phone: aarch64 programs run under qemu-user
 
     def __post_init__(self):
         self.sandbox = Path(tempfile.mkdtemp(prefix="adb-loopback-"))
         (self.sandbox / DEVICE_TMP.lstrip("/")).mkdir(parents=True)
+        self._emu_env = {}
+        if self.arm64:
+            self.props = {**self.props, **ARM64_PROPS}
+            self._emu_env = self._build_emulation()
         self._write_getprop()
         self._procs: set[subprocess.Popen] = set()
         self._conns: set[socket.socket] = set()
@@ -301,6 +319,16 @@ class LoopbackAdbDevice:
         path.write_text(script)
         path.chmod(0o755)
 
+    def _build_emulation(self) -> dict[str, str]:
+        qemu, cc = shutil.which("qemu-aarch64"), shutil.which("cc") or shutil.which("gcc")
+        if qemu is None or cc is None:
+            raise RuntimeError("arm64 mode needs qemu-aarch64 and a C compiler: apt-get install qemu-user gcc")
+        shim = self.sandbox / "loopback-emu" / "qemu_exec_shim.so"  # outside the device's /data
+        shim.parent.mkdir()
+        subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(shim), str(SHIM_SOURCE), "-ldl"],
+                       check=True, capture_output=True)
+        return {"LD_PRELOAD": str(shim), "LOOPBACK_QEMU": qemu, "LOOPBACK_QEMU_CPU": "max,sme=off"}
+
     # --- services -----------------------------------------------------------------------------
 
     def service(self, name: str):
@@ -315,7 +343,8 @@ class LoopbackAdbDevice:
 
     def _shell(self, stream: _Stream, command: str, *, v2: bool) -> None:
         tmp_host = str(self.sandbox) + DEVICE_TMP
-        env = dict(os.environ, PATH=f"{self.sandbox}/system/bin:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        env = dict(os.environ, PATH=f"{self.sandbox}/system/bin:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                   **self._emu_env)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command.replace(DEVICE_TMP, tmp_host)], cwd=self.sandbox, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -389,4 +418,4 @@ def _kill(proc: subprocess.Popen) -> None:
             pass
 
 
-__all__ = ["LoopbackAdbDevice", "Faults", "DEFAULT_PROPS", "FEATURES"]
+__all__ = ["LoopbackAdbDevice", "Faults", "DEFAULT_PROPS", "ARM64_PROPS", "FEATURES"]
