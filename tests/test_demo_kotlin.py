@@ -258,11 +258,11 @@ def _evo(quant, enabled=True, backend="xnnpack"):
 
 
 def test_kotlin_evo_sample_reads_the_bundled_files(classpath, tmp_path):
-    """EvoSample.parse gives back the bundled bytes exactly; checkFits accepts EvoCompConfig's defaults (what
-    export.build writes into the manifest) and names each size that differs, the way VisionScreen calls it."""
-    from compressors.evo import EvoCompConfig
+    """EvoSample.parse gives back the bundled bytes exactly; checkFits accepts the shipped default_evo()'s config
+    (what export.build writes into the manifest) and names each size that differs, the way VisionScreen calls it."""
+    from compressors.evo import default_evo
 
-    default = dataclasses.asdict(EvoCompConfig())
+    default = dataclasses.asdict(default_evo().config)
     keys = ["visual_dim", "text_dim", "max_visual_tokens", "max_text_tokens"]
     builds = [_build_dir(tmp_path / "default", [], default)]
     builds += [_build_dir(tmp_path / key, [], dict(default, **{key: default[key] + 8})) for key in keys]
