@@ -23,7 +23,7 @@ import time
 import traceback
 
 from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export, parallel
-from .files import atomic_path, sha256_path, size_bytes, write_bytes
+from compkit.files import atomic_path, sha256_path, size_bytes, write_bytes
 from .targets import MODELS, TARGETS, artifact_name, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

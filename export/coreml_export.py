@@ -11,7 +11,7 @@ import torch
 
 from quant import coreml_optimize
 
-from .files import atomic_path
+from compkit.files import atomic_path
 
 BACKEND = "coreml"
 QUANTS = ("fp16", "fp32") + coreml_optimize.QUANTS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .delegation import delegation_summary
-from .files import write_bytes
+from compkit.files import write_bytes
 
 BACKEND = "etcoreml"
 QUANTS = ("fp16", "int8w")

@@ -6,7 +6,7 @@ import torch
 from quant import xnnpack_pt2e
 
 from .delegation import delegation_summary
-from .files import write_bytes
+from compkit.files import write_bytes
 from .xnnpack_rewrites import DelegableLayerNorm, DelegableSums, xnnpack_form
 
 BACKEND = "xnnpack"

@@ -8,7 +8,7 @@ import torch
 
 from quant import onnx_quant
 
-from .files import atomic_path
+from compkit.files import atomic_path
 
 BACKEND = "onnx"
 QUANTS = ("fp32",) + onnx_quant.QUANTS

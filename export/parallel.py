@@ -45,7 +45,7 @@ class QueueProgress:
 
 
 def _exit_now(signum, frame) -> None:
-    from .files import remove_live_temps
+    from compkit.files import remove_live_temps
 
     remove_live_temps()
     os._exit(128 + signum)  # not SystemExit: the pool's worker loop would catch it and take the next task

@@ -6,7 +6,7 @@ import os
 import stat
 import tempfile
 
-from export.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
+from compkit.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
 
 MANIFEST = "manifest.json"
 _REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", "sha256")

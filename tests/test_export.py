@@ -18,7 +18,7 @@ from compressors.evo import EvoCompConfig, EvoCompressor
 from compressors.moos import MOOSCompressor
 from export import build as build_cli
 from export import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export
-from export.files import sha256_path
+from compkit.files import sha256_path
 from export.targets import TARGETS, artifact_name, plan
 from export.xnnpack_rewrites import DelegableLayerNorm, DelegableSelfAttention, xnnpack_form
 from quant.calibration import evo_calibration, moos_calibration

@@ -11,7 +11,7 @@ import torch
 
 from compressors.evo import EvoCompConfig, EvoCompressor
 from compressors.moos import MOOSCompressor
-from export.files import sha256_path, size_bytes
+from compkit.files import sha256_path, size_bytes
 from checkpoints import make_bert
 
 BUCKETS = (32, 64)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,20 @@ def remove_live_temps() -> None:
 def write_bytes(out_path: str, data: bytes) -> None:
     with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def write_text(out_path: str, text: str) -> None:
+    write_bytes(out_path, text.encode("utf-8"))
+
+
+def dumps_json(obj, indent: int | None = 2) -> str:
+    """JSON as compkit writes it: NaN and infinity are refused (they are not JSON; a reader in another
+    language rejects them), keys in the order given."""
+    return json.dumps(obj, indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(out_path: str, obj, indent: int | None = 2) -> None:
+    write_text(out_path, dumps_json(obj, indent))
 
 
 def sha256_path(path: str) -> str:
