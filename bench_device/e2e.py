@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from compressors.moos_default import DEFAULT_GSM8K
+
 from . import e2e_parts as parts
 from .devices import DeviceError, device_from_spec
 from .device_runner import DeviceRunner, RunnerFailed
@@ -33,7 +35,7 @@ from .llm_export import LLM_SHAPES, QUANTS, LLMExport, ensure_llm
 from .report import write_report
 from .run import machine_load
 
-GSM8K = "/work/shared/data/gsm8k/test.jsonl"
+GSM8K = os.path.join(DEFAULT_GSM8K, "test.jsonl")  # beside the checkout: ../shared/data/gsm8k
 
 
 @dataclass
@@ -61,7 +63,7 @@ PRESETS = {
 
 def prompt_texts() -> tuple[list[str], str]:
     """GSM8K questions with worked answers (a few-shot chain-of-thought prompt, as LLMLingua-2 evaluates)
-    when /work/shared/data/gsm8k is present, else compkit's shipped corpus."""
+    when ../shared/data/gsm8k (beside the checkout) is present, else compkit's shipped corpus."""
     if os.path.isfile(GSM8K):
         with open(GSM8K, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]

