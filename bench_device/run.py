@@ -81,7 +81,7 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
         raise ArtifactChanged(problems[0] + more)
     device = device_from_spec(device_spec)
     remote = device_spec != "local"
-    rows, runner, lost = [], None, None
+    rows, runner, lost, runner_error = [], None, None, None
     try:
         todo = [a for a in manifest["artifacts"] if a.get("enabled", True)]
         for a in tqdm(todo, desc=f"artifacts on {device.name}", unit="artifact"):
@@ -97,7 +97,16 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
                 if a["backend"] == "onnx":
                     row.update(bench_onnx(build_dir, a, iters, warmup))
                 else:
-                    runner = runner or DeviceRunner(device, runner_binary)
+                    if runner is None and runner_error is None:
+                        try:
+                            runner = DeviceRunner(device, runner_binary)
+                        except DeviceError:
+                            raise
+                        except (RunnerFailed, RuntimeError, OSError) as e:  # built once, failed once: not per .pte
+                            runner_error = "no native runner: " + " ".join(str(e).split())
+                    if runner_error:
+                        rows.append({**row, "status": "error", "reason": runner_error})
+                        continue
                     row.update(bench_pte(runner, path, a, iters, warmup))
                 rows.append({**row, "status": "ok", "reason": None})
             except DeviceError as e:  # the device, not this artifact: every further call would fail the same way

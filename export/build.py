@@ -24,6 +24,7 @@ import traceback
 
 from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export, parallel
 from compkit.files import atomic_path, sha256_path, size_bytes, write_bytes
+from compkit.schema import validate_manifest
 from .targets import MODELS, TARGETS, artifact_name, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -351,6 +352,7 @@ def write_shared_vectors(jobs, out_dir) -> None:
 def write_manifest(out_dir, manifest) -> None:
     """Atomically: a failed write (a full disk) leaves the previous manifest.json whole, and says so in one line."""
     path = os.path.join(out_dir, "manifest.json")
+    validate_manifest(manifest, path)  # a field off the schema is compkit's bug: it must never reach a reader
     try:
         write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
     except OSError as e:

@@ -6,6 +6,7 @@ import os
 import stat
 import tempfile
 
+from compkit.schema import ManifestSchemaError, validate_manifest
 from compkit.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
 
 MANIFEST = "manifest.json"
@@ -51,6 +52,10 @@ def read_manifest(build_dir) -> dict:
     tok_dir = (manifest["models"].get("moos") or {}).get("tokenizer_dir", "moos_tokenizer")
     if not _inside(tok_dir):
         raise ManifestError(f"{path}: models.moos.tokenizer_dir {tok_dir!r} is not a name inside the build folder; rebuild")
+    try:  # after the checks above, whose messages say more about the common damages
+        validate_manifest(manifest, path)
+    except ManifestSchemaError as e:
+        raise ManifestError(str(e)) from None
     return manifest
 
 

@@ -202,3 +202,24 @@ def test_e2e_bad_arguments_are_one_line(tmp_path):
         assert r.returncode != 0, args
         assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert not list(tmp_path.glob("x.*"))
+
+
+def test_a_runner_that_cannot_be_built_fails_once_for_every_pte(work, monkeypatch):
+    """A failing native-runner build is tried once, and every .pte row carries that one reason; ONNX artifacts
+    (timed in this process) are still measured."""
+    from bench_device import build_runner, run as bench_run
+
+    calls = []
+
+    def broken_build(*a, **k):
+        calls.append(1)
+        raise build_runner.BuildError("cmake configure failed: no C++ compiler (install g++)")
+
+    monkeypatch.setattr(build_runner, "ensure_runner", broken_build)
+    report = bench_run.run("local", work["build"], iters=2, warmup=1)
+    rows = {r["file"]: r for r in report["artifacts"]}
+    pte = [r for f, r in rows.items() if f.endswith(".pte")]
+    assert len(pte) >= 2 and len(calls) == 1
+    assert {r["status"] for r in pte} == {"error"}
+    assert len({r["reason"] for r in pte}) == 1 and "no C++ compiler" in pte[0]["reason"]
+    assert any(f.endswith(".onnx") and r["status"] == "ok" for f, r in rows.items())
