@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from compkit.errors import CompkitError
 from .devices import Device, DeviceError, LocalDevice, host_abi, sha256_file
 
 
-class RunnerFailed(RuntimeError):
+class RunnerFailed(CompkitError, RuntimeError):
     """The runner ran but reported an error; the message is its one line."""
 
 

@@ -29,6 +29,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+from compkit.errors import CompkitError
+
 DEFAULT_REMOTE_WORKDIR = "/data/local/tmp/compkit"
 _MARKER = "__compkit_exit="
 _MARKER_RE = re.compile(r"\n" + _MARKER + r"(\d+)\n\Z")
@@ -48,7 +50,7 @@ def host_abi() -> str:
     return abi_of_machine(platform.machine())
 
 
-class DeviceError(RuntimeError):
+class DeviceError(CompkitError, RuntimeError):
     """A device operation failed; the message is one line: what failed and what to do."""
 
     def __init__(self, message: str):

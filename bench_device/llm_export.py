@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compkit.errors import CompkitError
+
 
 @dataclass(frozen=True)
 class LLMShape:
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         print(ensure_llm(LLMExport(LLM_SHAPES[args.llm], args.quant, args.max_seq_len)))
-    except (RuntimeError, ValueError) as e:
+    except (CompkitError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,7 @@ import time
 
 from tqdm import tqdm
 
+from compkit.errors import CompkitError
 from .devices import DeviceError, device_from_spec
 from .device_runner import DeviceRunner, RunnerFailed, latency_ms
 from .report import write_report
@@ -67,7 +68,7 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
             "iterations_ms": times}
 
 
-class ArtifactChanged(ValueError):
+class ArtifactChanged(CompkitError, ValueError):
     """An artifact whose bytes are not the ones the manifest describes."""
 
 
@@ -159,14 +160,12 @@ def main(argv=None) -> int:
     if args.iters < 1 or args.warmup < 0:
         print("error: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    from runtime_py.manifest import ManifestError
-
     try:
         result = run(args.device, args.build, args.iters, args.warmup)
     except ArtifactChanged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ManifestError, DeviceError) as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     stem = args.out or os.path.join("bench_results", "artifacts-" + args.device.replace(":", "_"))

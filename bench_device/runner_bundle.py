@@ -27,9 +27,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime_cpp.build import build_lock, find_tool, source_key
+from runtime_cpp.build import BuildError, build_lock, find_tool, run_logged, source_key
 
-from .build_runner import BINARY_NAME, CORE_SOURCE_DIR, RUNNER_SOURCE_DIR, BuildError, _run_logged
+from .build_runner import BINARY_NAME, CORE_SOURCE_DIR, RUNNER_SOURCE_DIR
 from .devices import sha256_file
 
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build"
@@ -243,8 +243,8 @@ def _build(target: Target, work: Path, wheel: Path, debs: list[Path], cc: str, c
                  f"-DCMAKE_PREFIX_PATH={prefix};{sysroot / 'debs' / 'usr'}", "-DCMAKE_BUILD_TYPE=Release"]
     if ninja:
         configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-    _run_logged(configure, log, f"cmake configure for {target.abi}")
-    _run_logged([cmake, "--build", str(obj), "--parallel", str(os.cpu_count() or 1)], log,
+    run_logged(configure, log, f"cmake configure for {target.abi}")
+    run_logged([cmake, "--build", str(obj), "--parallel", str(os.cpu_count() or 1)], log,
                 f"cross-compiling the runner for {target.abi}")
     bundle = work / "bundle"
     bundle.mkdir()

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
+from compkit.errors import CompkitError
 from compressors.evo_label import LlavaAdapter, evolve_mask, semantic_groups
 
 FORMAT = "evocomp-labels/1"
 
 
-class LabelError(Exception):
+class LabelError(CompkitError):
     """A one-line, user-facing error: the CLI prints it and exits 2."""
 
 
@@ -212,7 +213,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     try:
         return run(args)
-    except LabelError as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -27,8 +27,10 @@ import tempfile
 
 import numpy as np
 
+from compkit.errors import CompkitError
 from . import moos_default as md
 from . import moos_labels, train_moos
+
 
 _SPLIT_NUM = re.compile(r"(\d) ?([,.]) ?(\d)")
 
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
             raise train_moos.TrainError(f"--ship-beta {args.ship_beta} is not one of the trained betas {[0.0] + betas}")
         run(args.gsm8k, args.out_dir, train_samples=args.train_samples, test_samples=args.test_samples,
             epochs=args.epochs, betas=betas, weights=weights, rates=rates, ship_beta=args.ship_beta)
-    except (moos_labels.LabelDataError, train_moos.TrainError, ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out_dir}/ablation.json, ablation.md, ablation.png")

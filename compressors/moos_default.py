@@ -25,7 +25,9 @@ import tempfile
 
 import torch
 
+from compkit.errors import CompkitError
 from . import moos_labels, train_moos
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "data", "moos_default_top.safetensors")
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         metrics = build(args.gsm8k, args.max_samples, args.epochs, args.beta, args.out)
-    except (moos_labels.LabelDataError, train_moos.TrainError, OSError) as e:
+    except (CompkitError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     b = metrics["best"]

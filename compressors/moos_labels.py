@@ -33,11 +33,13 @@ import tempfile
 
 import numpy as np
 
+from compkit.errors import CompkitError
+
 IGNORE_TOKENS = frozenset([","])
 _OFFLINE = re.compile(r"[^\W_]+(?:['.,\-][^\W_]+)*|\S", re.UNICODE)
 
 
-class LabelDataError(ValueError):
+class LabelDataError(CompkitError, ValueError):
     """Bad label input; the message is one line and says what to fix."""
 
 
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
             raise LabelDataError(f"{args.pairs}: no pairs")
         keep = [True] * len(rows) if args.no_filter else filter_pairs(stats)
         write_jsonl_atomic(args.out, [r for r, k in zip(rows, keep) if k])
-    except (LabelDataError, ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {sum(keep)} of {len(rows)} pairs kept")

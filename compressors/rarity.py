@@ -17,6 +17,8 @@ import tempfile
 
 import numpy as np
 
+from compkit.errors import CompkitError
+
 
 class RarityTable:
     FILENAME = "rarity_table.npz"
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
             raise ValueError("the corpus holds no text; pass files with the kind of prompts you will compress")
         out = args.out or os.path.join(args.checkpoint, RarityTable.FILENAME)
         table.save(out)
-    except (ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}: {int(table.counts.sum())} pieces counted, {int((table.counts > 0).sum())} distinct")

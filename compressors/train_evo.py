@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compkit.errors import CompkitError
 from compressors.evo import EvoCompConfig, EvoCompressor
 from compressors.evo_label_cli import FORMAT, LabelError, load_llava, model_fingerprint, pixel_values
 from compressors.losses import cosine_separation_loss, ghm_loss
@@ -222,7 +223,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     try:
         train(args)
-    except LabelError as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

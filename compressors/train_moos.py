@@ -36,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compkit.errors import CompkitError
 from . import moos_labels
+
 from .losses import inter_class_cosine_loss
 from .moos_scorer import MASK_VALUE
 
@@ -65,7 +67,7 @@ class TrainConfig:
     provenance: str = ""  # what the data is, for training.json
 
 
-class TrainError(ValueError):
+class TrainError(CompkitError, ValueError):
     """Bad training input; one line that says what to fix."""
 
 
@@ -338,12 +340,10 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from .moos import CheckpointError
-
     try:
         cfg = parse_args(argv)
         metrics = train(cfg)
-    except (TrainError, moos_labels.LabelDataError, CheckpointError) as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     b = metrics["best"]

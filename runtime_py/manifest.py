@@ -7,13 +7,14 @@ import stat
 import tempfile
 
 from compkit.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
+from compkit.errors import CompkitError
 
 MANIFEST = "manifest.json"
 _REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", "sha256")
 ARTIFACT_SUFFIXES = (".pte", ".onnx", ".mlpackage", ".onnx.data")
 
 
-class ManifestError(ValueError):
+class ManifestError(CompkitError, ValueError):
     """A build folder or manifest that cannot be used; one line saying what is wrong and what to do."""
 
 

@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from compkit.errors import CompkitError
+
 # {input name: (shape, numpy dtype name)}; a dimension that is None (or a string, ONNX's symbolic dims) is free
 InputSpec = dict[str, tuple[tuple, str]]
 
@@ -24,11 +26,11 @@ _ORT_DTYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float
 _COREML_DTYPES = {131104: "int32", 65568: "float32", 65552: "float16", 65600: "float64"}
 
 
-class RunnerUnavailable(RuntimeError):
+class RunnerUnavailable(CompkitError, RuntimeError):
     """This artifact cannot run on this machine (e.g. CoreML off macOS); the message says where it can."""
 
 
-class InputError(ValueError):
+class InputError(CompkitError, ValueError):
     """Inputs that do not match the artifact's spec; one line naming the input and what was expected."""
 
 
