@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from compkit.errors import CompkitError
-from .devices import Device, DeviceError, LocalDevice, host_abi, sha256_file
+from compkit.files import sha256_path as sha256_file
+from .devices import Device, DeviceError, LocalDevice, host_abi
 
 
 class RunnerFailed(CompkitError, RuntimeError):

@@ -20,6 +20,7 @@ import time
 from tqdm import tqdm
 
 from compkit.errors import CompkitError
+from compkit.stats import median
 from .devices import DeviceError, device_from_spec
 from .device_runner import DeviceRunner, RunnerFailed, latency_ms
 from .report import write_report
@@ -63,7 +64,7 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
     load_ms = (time.perf_counter() - t0) * 1e3
     times = sorted(runner.timings_ms(runs=iters, warmup=warmup))
     trim = times[len(times) // 10: len(times) - len(times) // 10] or times
-    return {"runtime": "onnxruntime (host CPU)", "median_ms": times[len(times) // 2], "avg_ms": sum(times) / len(times),
+    return {"runtime": "onnxruntime (host CPU)", "median_ms": median(times), "avg_ms": sum(times) / len(times),
             "trimmean_ms": sum(trim) / len(trim), "load_ms": load_ms, "peak_rss_kb": None, "threads": None,
             "iterations_ms": times}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compkit.files import write_json
 from compressors import baselines
 from compressors.evo import EvoCompressor, keep_count, select
 from compressors.evo_label import LlavaAdapter
@@ -247,9 +248,7 @@ def write_outputs(result, out, log):
               f"searched < mean random on {s['share_below_mean_random']:.1%} of samples ({s['share_below_each_random']:.1%} of sample-random pairs), "
               f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.1f} groups (= kept tokens) per image; "
               f"{s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample."]
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out.with_suffix(".json"))
+    write_json(str(out.with_suffix(".json")), result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")

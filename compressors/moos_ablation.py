@@ -28,6 +28,7 @@ import tempfile
 import numpy as np
 
 from compkit.errors import CompkitError
+from compkit.files import dumps_json, write_text
 from . import moos_default as md
 from . import moos_labels, train_moos
 
@@ -133,8 +134,7 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, test_samples: int, epoc
                     md.save_shipped(md.trained_state(model), md.SHIPPED, meta)
                     results["shipped"] = name
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "ablation.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_text(os.path.join(out_dir, "ablation.json"), dumps_json(results).rstrip("\n"))  # as json.dump wrote it
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
         f.write(markdown(results))
     plot(results, os.path.join(out_dir, "ablation.png"))

@@ -26,6 +26,7 @@ import tempfile
 import torch
 
 from compkit.errors import CompkitError
+from compkit.files import atomic_path
 from . import moos_labels, train_moos
 
 
@@ -117,15 +118,9 @@ def shipped_provenance(path: str = SHIPPED) -> str:
 def save_shipped(state: dict, path: str, metadata: dict) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".safetensors")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, tmp,
                   metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_labels(rows: list[dict], path: str) -> None:

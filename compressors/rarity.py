@@ -13,11 +13,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from compkit.errors import CompkitError
+from compkit.files import atomic_path
 
 
 class RarityTable:
@@ -49,14 +49,8 @@ class RarityTable:
                 np.add.at(counts, np.asarray(ids, dtype=np.int64), 1)
 
     def save(self, path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, counts=self.counts, source=np.asarray(self.source))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(os.fspath(path)) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
+            np.savez_compressed(f, counts=self.counts, source=np.asarray(self.source))
 
     @classmethod
     def load(cls, path) -> "RarityTable":

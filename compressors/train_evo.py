@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from compkit.errors import CompkitError
+from compkit.files import write_json
 from compressors.evo import EvoCompConfig, EvoCompressor
 from compressors.evo_label_cli import FORMAT, LabelError, load_llava, model_fingerprint, pixel_values
 from compressors.losses import cosine_separation_loss, ghm_loss
@@ -194,7 +195,7 @@ def train(args, log=print):
     metrics = {"variant": args.variant, "loss": args.loss, "alpha": args.alpha, "cosine_reduction": args.cosine_reduction,
                "random_labels": args.random_labels, "text": not args.no_text, "train_samples": len(tr), "val_samples": len(val),
                "best_epoch": best["epoch"], "best": best, "history": history, "provenance": prov}
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(str(out / "train_metrics.json"), metrics)
     plot(history, out / "train_curves.png")
     return metrics
 

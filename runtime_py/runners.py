@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from compkit.errors import CompkitError
+from compkit.stats import median
 
 # {input name: (shape, numpy dtype name)}; a dimension that is None (or a string, ONNX's symbolic dims) is free
 InputSpec = dict[str, tuple[tuple, str]]
@@ -129,7 +130,7 @@ def paired_latency_ms(runner, reference, inputs: dict[str, np.ndarray], runs: in
         n = min(block, runs - len(times[0]))
         for side, r in zip(times, (runner, reference)):
             side += r.timings_ms(inputs, n, warmup=1)  # the warm-up call is the untimed switch
-    return float(np.median(times[0])), float(np.median(times[1]))
+    return median(times[0]), median(times[1])
 
 
 class EagerRunner(BaseRunner):
