@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from compkit.errors import CompkitError
 from compkit.stats import median
 from compressors.moos import DEMO_PROVENANCE, MOOSCompressor, default_token_classifier
 from bench_device.report import write_report
@@ -179,7 +180,11 @@ def main(argv=None) -> int:
     if args.build and not os.path.isfile(os.path.join(args.build, "manifest.json")):
         print(f"error: no manifest.json in {args.build}; pass a folder written by python -m export.build", file=sys.stderr)
         return 2
-    result = run(args.checkpoint, args.tokens, args.rate, args.repeats, args.build, args.artifact)
+    try:
+        result = run(args.checkpoint, args.tokens, args.rate, args.repeats, args.build, args.artifact)
+    except CompkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     text = markdown(result)
     write_report(args.out, result, text)
     print(text)

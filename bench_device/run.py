@@ -106,7 +106,7 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
                 lost = " ".join(str(e).split())
                 rows.append({**row, "status": "error", "reason": lost})
                 break
-            except (RunnerFailed, ValueError, RuntimeError) as e:
+            except (CompkitError, ValueError, RuntimeError) as e:
                 rows.append({**row, "status": "error", "reason": " ".join(str(e).split())})
         info = None
         try:

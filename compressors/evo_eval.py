@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compkit.errors import CompkitError
 from compkit.files import write_json
 from compressors import baselines
 from compressors.evo import EvoCompressor, keep_count, select
@@ -280,10 +281,14 @@ def main(argv=None):
     from compressors.evo_label_cli import load_llava
     t0, work = time.time(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
-    labels = ensure_labels(mllm, work, args.labels, args.seed, print)
-    compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
-    model, tok, processor = load_llava(mllm)
+    try:
+        mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
+        labels = ensure_labels(mllm, work, args.labels, args.seed, print)
+        compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
+        model, tok, processor = load_llava(mllm)
+    except CompkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     adapter = LlavaAdapter(model)
     test = easyvqa_mllm.easyvqa_split("test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
