@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
-from runtime_cpp.build import build_lock, find_tool, source_key  # the same cached-cmake-build helpers
+from compkit.errors import CompkitError
+from compkit.files import write_text
+from runtime_cpp.build import BuildError, build_lock, find_tool, run_logged, source_key  # one CMake driver
 
 RUNNER_SOURCE_DIR = Path(__file__).resolve().parent / "runner"
 CORE_SOURCE_DIR = Path(__file__).resolve().parent.parent / "runtime_cpp"  # the pipeline mode links its core
@@ -29,10 +29,6 @@ STAMP_NAME = "compkit-build.stamp"
 LOG_NAME = "build.log"
 
 
-class BuildError(RuntimeError):
-    """The runner could not be configured or compiled; the message names the log file."""
-
-
 def executorch_prefix() -> Path:
     """The installed executorch package: its lib/cmake/executorch holds the CMake config."""
     try:
@@ -40,35 +36,6 @@ def executorch_prefix() -> Path:
     except ImportError as e:
         raise BuildError("executorch is not installed: pip install -c constraints.txt executorch==1.5.1") from e
     return Path(executorch.__path__[0])  # namespace package: no __file__
-
-
-_COMPILER_ERROR = re.compile(r"(^|[\s:])(fatal )?error:", re.IGNORECASE)
-
-
-def _first_error(lines: list[str]) -> str:
-    """The first error line of a step's output; CMake puts its message on the lines after 'CMake Error'."""
-    for i, line in enumerate(lines):
-        if line.startswith("CMake Error"):
-            detail = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
-            return f"{line.strip()} {detail}".strip()
-        if _COMPILER_ERROR.search(line):
-            return line.strip()
-    return ""
-
-
-def _run_logged(cmd: list[str], log_path: Path, step: str) -> None:
-    with open(log_path, "a") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        start = log.tell()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        with open(log_path, errors="replace") as log:
-            log.seek(start)
-            reason = _first_error(log.read().splitlines())
-        raise BuildError(
-            f"{step} failed (exit {proc.returncode})" + (f": {reason}" if reason else "") + f"; full log: {log_path}"
-        )
 
 
 def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
@@ -98,14 +65,12 @@ def ensure_runner(build_dir: str | Path | None = None, force: bool = False,
         cache = build_dir / "CMakeCache.txt"
         if ninja and not cache.exists():  # the generator can only be chosen on a fresh tree
             configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-        _run_logged(configure, log_path, "cmake configure")
+        run_logged(configure, log_path, "cmake configure")
         build = [cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)]
-        _run_logged(build + (["--clean-first"] if force else []), log_path, "compiling the runner")
+        run_logged(build + (["--clean-first"] if force else []), log_path, "compiling the runner")
         if not binary.is_file():
             raise BuildError(f"the build finished but {binary} is missing; full log: {log_path}")
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(key + "\n")
-        os.replace(tmp, stamp)
+        write_text(str(stamp), key + "\n")
     return binary
 
 
@@ -125,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runner_bundle import ensure_bundle
 
             print(ensure_bundle(args.abi, args.build_dir, wheel=args.wheel, force=args.force).path)
-    except BuildError as e:
+    except CompkitError as e:
         print(f"build_runner: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from compkit.errors import CompkitError
 from runtime_py import corpus
 from runtime_py.manifest import ManifestError, read_manifest, verify_sha256
 from runtime_py.parity import (EVO_RATIOS, MOOS_RATES, MOOSCOMP_OUTLIER_WEIGHT, PRECISION, CachedScorer, _LAB, _SEP,
@@ -165,7 +166,7 @@ def _check(build: Build, runners: dict, vectors: dict, n_texts: int, n_sets: int
                 recs = moos_group(build, arts, runners, prompts)
             else:
                 recs = {arts[0]["file"]: evo_artifact(build, arts[0], runners, evo_sets(build, arts[0], vectors, n_sets))}
-        except (RunnerFailed, DeviceError, ValueError) as e:
+        except (CompkitError, ValueError) as e:
             for a in arts:
                 results[a["file"]].update(status="failed", reasons=[f"could not run: {' '.join(str(e).split())}"])
             continue
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
         device = device_from_spec(args.device)
         results = check_on_device(build, device, vectors, args.texts, args.evo_sets)
         info = device.info()
-    except (ManifestError, DeviceError, RunnerFailed, OSError, ValueError) as e:
+    except (CompkitError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     finally:

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Device, DeviceError, LocalDevice, host_abi, sha256_file
+from compkit.errors import CompkitError
+from compkit.files import sha256_path as sha256_file
+from .devices import Device, DeviceError, LocalDevice, host_abi
 
 
-class RunnerFailed(RuntimeError):
+class RunnerFailed(CompkitError, RuntimeError):
     """The runner ran but reported an error; the message is its one line."""
 
 

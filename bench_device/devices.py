@@ -14,7 +14,6 @@ missing marker means the device was lost.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import posixpath
@@ -28,6 +27,9 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import NamedTuple, Sequence
+
+from compkit.errors import CompkitError
+from compkit.files import atomic_path, sha256_path as sha256_file  # the one sha256 helper (a file or a folder)
 
 DEFAULT_REMOTE_WORKDIR = "/data/local/tmp/compkit"
 _MARKER = "__compkit_exit="
@@ -48,7 +50,7 @@ def host_abi() -> str:
     return abi_of_machine(platform.machine())
 
 
-class DeviceError(RuntimeError):
+class DeviceError(CompkitError, RuntimeError):
     """A device operation failed; the message is one line: what failed and what to do."""
 
     def __init__(self, message: str):
@@ -59,14 +61,6 @@ class RunResult(NamedTuple):
     code: int
     stdout: str
     stderr: str
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _last_line(*texts: str) -> str:
@@ -184,18 +178,14 @@ class LocalDevice(Device):
     def _copy_verified(self, src: Path, dst: Path, what: str) -> None:
         want = sha256_file(src)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-        os.close(fd)
         try:
-            shutil.copyfile(src, tmp)
-            got = sha256_file(tmp)
-            if got != want:
-                raise DeviceError(f"{what}: sha256 mismatch ({got[:12]} != {want[:12]}); check the disk and retry")
-            os.replace(tmp, dst)
+            with atomic_path(str(dst)) as tmp:  # copy beside the target, verify, then rename
+                shutil.copyfile(src, tmp)
+                got = sha256_file(tmp)
+                if got != want:
+                    raise DeviceError(f"{what}: sha256 mismatch ({got[:12]} != {want[:12]}); check the disk and retry")
         except OSError as e:
             raise DeviceError(f"{what}: {e.strerror or e}; check free space and permissions") from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def push(self, local, remote=None) -> str:
         local = Path(local)
@@ -345,9 +335,7 @@ class AdbDevice(Device):
         size = self.run(["stat", "-c", "%s", src]).stdout.strip()
         timeout = self._transfer_timeout(int(size) if size.isdigit() else 0)
         local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".partial", dir=local.parent)
-        os.close(fd)
-        try:  # pull beside the target, verify, then rename: a failed pull leaves nothing behind
+        with atomic_path(str(local)) as tmp:  # pull beside the target, verify, then rename: a failed pull leaves nothing
             r = self._adb("pull", src, tmp, timeout=timeout, what=what)
             if r.returncode != 0:
                 raise DeviceError(f"{what} failed: {_adb_error(r)}; check the file is readable on "
@@ -356,9 +344,6 @@ class AdbDevice(Device):
             if got != want:
                 raise DeviceError(f"{what}: sha256 mismatch (local {got[:12]} != device {want[:12]}); "
                                   f"check the connection and retry")
-            os.replace(tmp, local)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         return local
 
     def info(self) -> dict:

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from compkit.errors import CompkitError
 from compressors.moos_default import DEFAULT_GSM8K
 
 from . import e2e_parts as parts
-from .devices import DeviceError, device_from_spec
-from .device_runner import DeviceRunner, RunnerFailed
+from .devices import device_from_spec
+from .device_runner import DeviceRunner
 from .e2e_report import markdown, plot
 from .llm_export import LLM_SHAPES, QUANTS, LLMExport, ensure_llm
 from .report import write_report
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
         return 2
     try:
         result = run(args)
-    except (ValueError, DeviceError, RunnerFailed, RuntimeError) as e:
+    except (CompkitError, ValueError, RuntimeError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     stem = args.out or os.path.join("bench_results", f"e2e-{args.device.replace(':', '_')}-{args.llm}-{args.quant}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compkit.stats import median
 from .device_runner import DeviceRunner, latency_ms
 from .llm_export import cache_root
 
@@ -48,7 +49,7 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> Ms:
         fn()
         walls.append((time.perf_counter() - t) * 1e3)
         cpus.append((time.process_time() - c) * 1e3)
-    return Ms(float(np.median(walls)), float(np.median(cpus)))
+    return Ms(median(walls), median(cpus))
 
 
 # ------------------------------------------------------------------------------------------- LLM prefill

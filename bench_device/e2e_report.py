@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+
+from compkit.files import atomic_path
 
 PAPER_POINTS = {"MOOSComp paper (text, 4x)": (4.0, 3.3), "EvoComp paper (vision, 3x)": (3.0, 1.6)}
 
@@ -80,13 +81,9 @@ def plot(r: dict, path: str) -> str:
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -12,13 +12,14 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from compkit.errors import CompkitError
+from compkit.files import atomic_path, dumps_json, write_text
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,12 @@ def ensure_llm(cfg: LLMExport, log=print) -> Path:
         raise ValueError(f"unknown --quant {cfg.quant!r}: use one of {', '.join(QUANTS)}")
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key()}-", dir=root))
-    try:
+    final = pte.parent
+    with atomic_path(str(final), directory=True) as tmp:
+        tmp = Path(tmp)
+        tmp.mkdir()
         params = tmp / "params.json"
-        params.write_text(json.dumps({**asdict(cfg.shape), "norm_eps": 1e-5}, indent=1))
+        write_text(str(params), dumps_json({**asdict(cfg.shape), "norm_eps": 1e-5}, indent=1).rstrip("\n"))
         (tmp / "config.yaml").write_text(llm_config_yaml(cfg, params, tmp))
         log(f"exporting LLM {asdict(cfg)} -> {pte} (cached; large models take many minutes)")
         t0 = time.time()
@@ -120,16 +123,9 @@ def ensure_llm(cfg: LLMExport, log=print) -> Path:
             lines = [l for l in (tmp / "export.log").read_text(errors="replace").splitlines()
                      if l.strip() and "HYDRA_FULL_ERROR" not in l]
             raise RuntimeError(f"LLM export failed (exit {proc.returncode}): {(lines or ['no output'])[-1].strip()}")
-        (tmp / "export.json").write_text(json.dumps({**asdict(cfg), "export_seconds": round(time.time() - t0, 1),
-                                                     "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
-        final = pte.parent
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return pte
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_text(str(tmp / "export.json"), dumps_json({**asdict(cfg), "export_seconds": round(time.time() - t0, 1),
+                                                         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1).rstrip("\n"))
+    return pte
 
 
 def main(argv=None) -> int:
@@ -140,7 +136,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         print(ensure_llm(LLMExport(LLM_SHAPES[args.llm], args.quant, args.max_seq_len)))
-    except (RuntimeError, ValueError) as e:
+    except (CompkitError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

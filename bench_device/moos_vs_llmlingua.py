@@ -15,13 +15,14 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 
 import torch
 
+from compkit.errors import CompkitError
+from compkit.stats import median
 from compressors.moos import DEMO_PROVENANCE, MOOSCompressor, default_token_classifier
 from bench_device.report import write_report
 
@@ -129,7 +130,7 @@ def run(checkpoint: str | None, n_tokens: int, rate: float, repeats: int, build=
                 total = time.perf_counter() - t0
                 rows[name].append({"total_s": total, "forward_s": clock.seconds, "post_s": total - clock.seconds})
     same = outputs["llmlingua"]["compressed_prompt"] == outputs["compkit"]["compressed_prompt"]
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rows.items()}
+    med = {n: {k: median(r[k] for r in rs) for k in rs[0]} for n, rs in rows.items()}
     speedups = {n: med["llmlingua"]["total_s"] / m["total_s"] for n, m in med.items() if n != "llmlingua"}
     return {
         "benchmark": "moos_vs_llmlingua",
@@ -179,7 +180,11 @@ def main(argv=None) -> int:
     if args.build and not os.path.isfile(os.path.join(args.build, "manifest.json")):
         print(f"error: no manifest.json in {args.build}; pass a folder written by python -m export.build", file=sys.stderr)
         return 2
-    result = run(args.checkpoint, args.tokens, args.rate, args.repeats, args.build, args.artifact)
+    try:
+        result = run(args.checkpoint, args.tokens, args.rate, args.repeats, args.build, args.artifact)
+    except CompkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     text = markdown(result)
     write_report(args.out, result, text)
     print(text)

@@ -14,6 +14,6 @@ def atomic_write(path: str, text: str) -> None:
 
 def write_report(stem: str, result: dict, markdown: str) -> tuple[str, str]:
     """stem without extension -> (stem.json, stem.md), each written atomically."""
-    atomic_write(stem + ".json", json.dumps(result, indent=2, default=float) + "\n")
+    atomic_write(stem + ".json", json.dumps(result, indent=2, default=float, allow_nan=False) + "\n")  # numpy floats as floats, no NaN
     atomic_write(stem + ".md", markdown)
     return stem + ".json", stem + ".md"

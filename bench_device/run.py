@@ -19,6 +19,8 @@ import time
 
 from tqdm import tqdm
 
+from compkit.errors import CompkitError
+from compkit.stats import median
 from .devices import DeviceError, device_from_spec
 from .device_runner import DeviceRunner, RunnerFailed, latency_ms
 from .report import write_report
@@ -62,12 +64,12 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
     load_ms = (time.perf_counter() - t0) * 1e3
     times = sorted(runner.timings_ms(runs=iters, warmup=warmup))
     trim = times[len(times) // 10: len(times) - len(times) // 10] or times
-    return {"runtime": "onnxruntime (host CPU)", "median_ms": times[len(times) // 2], "avg_ms": sum(times) / len(times),
+    return {"runtime": "onnxruntime (host CPU)", "median_ms": median(times), "avg_ms": sum(times) / len(times),
             "trimmean_ms": sum(trim) / len(trim), "load_ms": load_ms, "peak_rss_kb": None, "threads": None,
             "iterations_ms": times}
 
 
-class ArtifactChanged(ValueError):
+class ArtifactChanged(CompkitError, ValueError):
     """An artifact whose bytes are not the ones the manifest describes."""
 
 
@@ -113,7 +115,7 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
                 lost = " ".join(str(e).split())
                 rows.append({**row, "status": "error", "reason": lost})
                 break
-            except (RunnerFailed, ValueError, RuntimeError) as e:
+            except (CompkitError, ValueError, RuntimeError) as e:
                 rows.append({**row, "status": "error", "reason": " ".join(str(e).split())})
         info = None
         try:
@@ -168,14 +170,12 @@ def main(argv=None) -> int:
     if args.iters < 1 or args.warmup < 0:
         print("error: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    from runtime_py.manifest import ManifestError
-
     try:
         result = run(args.device, args.build, args.iters, args.warmup)
     except ArtifactChanged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ManifestError, DeviceError) as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     stem = args.out or os.path.join("bench_results", "artifacts-" + args.device.replace(":", "_"))

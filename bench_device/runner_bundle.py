@@ -27,10 +27,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime_cpp.build import build_lock, find_tool, source_key
+from compkit.files import atomic_path, sha256_path as sha256_file
+from runtime_cpp.build import BuildError, build_lock, find_tool, run_logged, source_key
 
-from .build_runner import BINARY_NAME, CORE_SOURCE_DIR, RUNNER_SOURCE_DIR, BuildError, _run_logged
-from .devices import sha256_file
+from .build_runner import BINARY_NAME, CORE_SOURCE_DIR, RUNNER_SOURCE_DIR
 
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build"
 LAUNCHER_NAME = "compkit_runner.sh"
@@ -214,12 +214,8 @@ def ensure_bundle(abi: str, build_dir: str | os.PathLike | None = None, wheel: s
         try:
             _build(target, work, wheel_path, debs, cc, cxx, cmake, build_dir / "build.log")
             (work / "bundle" / stamp.name).write_text(key + "\n")
-            old = build_dir / ".bundle-old"
-            shutil.rmtree(old, ignore_errors=True)
-            if bundle_dir.exists():
-                os.replace(bundle_dir, old)
-            os.replace(work / "bundle", bundle_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            with atomic_path(str(bundle_dir), directory=True) as tmp:  # the old bundle is replaced whole
+                os.replace(work / "bundle", tmp)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return Bundle(abi, bundle_dir, _bundle_digest(bundle_dir))
@@ -243,8 +239,8 @@ def _build(target: Target, work: Path, wheel: Path, debs: list[Path], cc: str, c
                  f"-DCMAKE_PREFIX_PATH={prefix};{sysroot / 'debs' / 'usr'}", "-DCMAKE_BUILD_TYPE=Release"]
     if ninja:
         configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-    _run_logged(configure, log, f"cmake configure for {target.abi}")
-    _run_logged([cmake, "--build", str(obj), "--parallel", str(os.cpu_count() or 1)], log,
+    run_logged(configure, log, f"cmake configure for {target.abi}")
+    run_logged([cmake, "--build", str(obj), "--parallel", str(os.cpu_count() or 1)], log,
                 f"cross-compiling the runner for {target.abi}")
     bundle = work / "bundle"
     bundle.mkdir()

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from compkit.errors import CompkitError
 from compressors.corpus import prompts
 from compressors.evo import default_evo
 from compressors.moos import MOOSCompressor
@@ -49,7 +50,11 @@ def main(argv=None) -> int:
         print("error: --rate must be in (0, 1] and --ratio >= 1", file=sys.stderr)
         return 2
 
-    moos = MOOSCompressor.from_default()
+    try:
+        moos = MOOSCompressor.from_default()
+    except CompkitError as e:  # a broken shipped checkpoint: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     res = moos.compress_prompt(chosen["text"], rate=args.rate, force_tokens=["\n"], return_word_label=True)
     print(f"== MOOSComp ({moos.provenance}; MiniLM-L6 encoder) on prompt {chosen['id']!r}, rate {args.rate}")
     print(f"tokens: {res['origin_tokens']} -> {res['compressed_tokens']} ({res['ratio']})\n")

@@ -18,9 +18,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from compkit.files import atomic_path, write_json
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "<image>"]
 PAD_ID, UNK_ID, BOS_ID, IMAGE_ID = range(4)
@@ -238,15 +238,12 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print):
                "train_questions": len(train_items), "vocab_size": len(tok)}
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_path(str(out_dir)) as tmp:
+        tmp = Path(tmp)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         image_processor(cfg).save_pretrained(tmp)
-        (tmp / "easyvqa_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(str(tmp / "easyvqa_metrics.json"), metrics)
     return out_dir
 
 

@@ -15,8 +15,6 @@ Top-k selection stays outside the model (`select`), because delegates reject or 
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -26,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from compkit.files import atomic_path, write_json
 
 DEMO_PROVENANCE = "untrained demo weights"
 FRESH_PROVENANCE = "untrained (random init)"
@@ -306,20 +306,18 @@ class EvoCompressor(nn.Module):
         if directory.exists() and not directory.is_dir():
             raise NotADirectoryError(f"cannot save EvoComp checkpoint: {directory} exists and is not a directory")
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            meta = {"provenance": self.provenance}
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, tmp / "model.safetensors", metadata=meta)
-            cfg = {"model_type": "evocomp", **asdict(self.config), **meta}
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            if not directory.exists():
-                os.replace(tmp, directory)
-            else:
-                for name in ("model.safetensors", "config.json"):
-                    os.replace(tmp / name, directory / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        meta = {"provenance": self.provenance}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        cfg = {"model_type": "evocomp", **asdict(self.config), **meta}
+        if not directory.exists():
+            with atomic_path(str(directory)) as tmp:
+                os.mkdir(tmp)
+                save_file(state, os.path.join(tmp, "model.safetensors"), metadata=meta)
+                write_json(os.path.join(tmp, "config.json"), cfg)
+        else:
+            with atomic_path(str(directory / "model.safetensors")) as tmp:
+                save_file(state, tmp, metadata=meta)
+            write_json(str(directory / "config.json"), cfg)
         return directory
 
     @classmethod

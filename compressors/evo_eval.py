@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compkit.errors import CompkitError
+from compkit.files import write_json
 from compressors import baselines
 from compressors.evo import EvoCompressor, keep_count, select
 from compressors.evo_label import LlavaAdapter
@@ -247,9 +249,7 @@ def write_outputs(result, out, log):
               f"searched < mean random on {s['share_below_mean_random']:.1%} of samples ({s['share_below_each_random']:.1%} of sample-random pairs), "
               f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.1f} groups (= kept tokens) per image; "
               f"{s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample."]
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out.with_suffix(".json"))
+    write_json(str(out.with_suffix(".json")), result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")
@@ -281,10 +281,14 @@ def main(argv=None):
     from compressors.evo_label_cli import load_llava
     t0, work = time.time(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
-    labels = ensure_labels(mllm, work, args.labels, args.seed, print)
-    compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
-    model, tok, processor = load_llava(mllm)
+    try:
+        mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
+        labels = ensure_labels(mllm, work, args.labels, args.seed, print)
+        compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
+        model, tok, processor = load_llava(mllm)
+    except CompkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     adapter = LlavaAdapter(model)
     test = easyvqa_mllm.easyvqa_split("test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]

@@ -17,18 +17,19 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from compkit.errors import CompkitError
+from compkit.files import dumps_json, write_json
 from compressors.evo_label import LlavaAdapter, evolve_mask, semantic_groups
 
 FORMAT = "evocomp-labels/1"
 
 
-class LabelError(Exception):
+class LabelError(CompkitError):
     """A one-line, user-facing error: the CLI prints it and exits 2."""
 
 
@@ -131,10 +132,7 @@ def open_labels(out, header):
     out = Path(out)
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(header) + "\n")
-        os.replace(tmp, out)
+        write_json(str(out), header, indent=None)
         return set()
     lines = out.read_bytes().split(b"\n")
     try:
@@ -161,7 +159,7 @@ def open_labels(out, header):
 
 
 def append_line(out, row):
-    data = (json.dumps(row) + "\n").encode()
+    data = dumps_json(row, indent=None).encode()
     fd = os.open(out, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, data)  # one write of the whole line
@@ -212,7 +210,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     try:
         return run(args)
-    except LabelError as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

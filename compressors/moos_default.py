@@ -25,7 +25,10 @@ import tempfile
 
 import torch
 
+from compkit.errors import CompkitError
+from compkit.files import atomic_path
 from . import moos_labels, train_moos
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "data", "moos_default_top.safetensors")
@@ -115,15 +118,9 @@ def shipped_provenance(path: str = SHIPPED) -> str:
 def save_shipped(state: dict, path: str, metadata: dict) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".safetensors")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, tmp,
                   metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_labels(rows: list[dict], path: str) -> None:
@@ -172,7 +169,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         metrics = build(args.gsm8k, args.max_samples, args.epochs, args.beta, args.out)
-    except (moos_labels.LabelDataError, train_moos.TrainError, OSError) as e:
+    except (CompkitError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     b = metrics["best"]

@@ -29,15 +29,17 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
+
+from compkit.errors import CompkitError
+from compkit.files import atomic_path, dumps_json
 
 IGNORE_TOKENS = frozenset([","])
 _OFFLINE = re.compile(r"[^\W_]+(?:['.,\-][^\W_]+)*|\S", re.UNICODE)
 
 
-class LabelDataError(ValueError):
+class LabelDataError(CompkitError, ValueError):
     """Bad label input; the message is one line and says what to fix."""
 
 
@@ -202,15 +204,9 @@ def write_jsonl_atomic(path, rows) -> None:
     """Write rows to path through a temp file in the same folder and a rename: never half-written."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".jsonl.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(dumps_json(r, indent=None))
 
 
 def main(argv=None) -> int:
@@ -233,7 +229,7 @@ def main(argv=None) -> int:
             raise LabelDataError(f"{args.pairs}: no pairs")
         keep = [True] * len(rows) if args.no_filter else filter_pairs(stats)
         write_jsonl_atomic(args.out, [r for r, k in zip(rows, keep) if k])
-    except (LabelDataError, ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {sum(keep)} of {len(rows)} pairs kept")

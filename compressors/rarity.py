@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
+
+from compkit.errors import CompkitError
+from compkit.files import atomic_path
 
 
 class RarityTable:
@@ -47,14 +49,8 @@ class RarityTable:
                 np.add.at(counts, np.asarray(ids, dtype=np.int64), 1)
 
     def save(self, path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, counts=self.counts, source=np.asarray(self.source))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(os.fspath(path)) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
+            np.savez_compressed(f, counts=self.counts, source=np.asarray(self.source))
 
     @classmethod
     def load(cls, path) -> "RarityTable":
@@ -115,7 +111,7 @@ def main(argv=None) -> int:
             raise ValueError("the corpus holds no text; pass files with the kind of prompts you will compress")
         out = args.out or os.path.join(args.checkpoint, RarityTable.FILENAME)
         table.save(out)
-    except (ValueError, OSError) as e:
+    except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}: {int(table.counts.sum())} pieces counted, {int((table.counts > 0).sum())} distinct")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compkit.errors import CompkitError
+from compkit.files import write_json
 from compressors.evo import EvoCompConfig, EvoCompressor
 from compressors.evo_label_cli import FORMAT, LabelError, load_llava, model_fingerprint, pixel_values
 from compressors.losses import cosine_separation_loss, ghm_loss
@@ -193,7 +195,7 @@ def train(args, log=print):
     metrics = {"variant": args.variant, "loss": args.loss, "alpha": args.alpha, "cosine_reduction": args.cosine_reduction,
                "random_labels": args.random_labels, "text": not args.no_text, "train_samples": len(tr), "val_samples": len(val),
                "best_epoch": best["epoch"], "best": best, "history": history, "provenance": prov}
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(str(out / "train_metrics.json"), metrics)
     plot(history, out / "train_curves.png")
     return metrics
 
@@ -222,7 +224,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     try:
         train(args)
-    except LabelError as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -28,15 +28,16 @@ import dataclasses
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compkit.errors import CompkitError
+from compkit.files import atomic_path, dumps_json, write_text
 from . import moos_labels
+
 from .losses import inter_class_cosine_loss
 from .moos_scorer import MASK_VALUE
 
@@ -65,7 +66,7 @@ class TrainConfig:
     provenance: str = ""  # what the data is, for training.json
 
 
-class TrainError(ValueError):
+class TrainError(CompkitError, ValueError):
     """Bad training input; one line that says what to fix."""
 
 
@@ -300,27 +301,15 @@ def save(cfg: TrainConfig, model, tokenizer, metrics: dict) -> None:
     out = os.path.abspath(cfg.out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".train_moos.")
-    try:
+    with atomic_path(out, directory=True) as tmp:  # --overwrite: the old folder is replaced whole
+        os.mkdir(tmp)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         info = {"provenance": cfg.provenance or f"trained by compkit train_moos on {cfg.train}",
                 "config": dataclasses.asdict(cfg)}
-        with open(os.path.join(tmp, "training.json"), "w") as f:
-            json.dump(info, f, indent=2)
-        with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        for name, obj in (("training.json", info), ("metrics.json", metrics)):  # as json.dump wrote them: no final newline
+            write_text(os.path.join(tmp, name), dumps_json(obj).rstrip("\n"))
         plot(metrics["history"], os.path.join(tmp, "metrics.png"))
-        old = None
-        if os.path.exists(out):  # --overwrite: swap, then delete the old folder
-            old = tempfile.mkdtemp(dir=parent, prefix=".train_moos.old.")
-            os.replace(out, os.path.join(old, "x"))
-        os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -338,12 +327,10 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from .moos import CheckpointError
-
     try:
         cfg = parse_args(argv)
         metrics = train(cfg)
-    except (TrainError, moos_labels.LabelDataError, CheckpointError) as e:
+    except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     b = metrics["best"]

@@ -22,6 +22,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from compkit.errors import CompkitError
+from compkit.files import write_text
+
 SOURCE_DIR = Path(__file__).resolve().parent
 DEFAULT_BUILD_DIR = SOURCE_DIR.parent / "build" / "runtime_cpp"
 STAMP_NAME = "compkit-core.stamp"
@@ -29,7 +32,7 @@ LOG_NAME = "build.log"
 DEBIAN_PACKAGES = ("nlohmann-json3-dev", "libutf8proc-dev", "libgtest-dev")
 
 
-class BuildError(RuntimeError):
+class BuildError(CompkitError, RuntimeError):
     """runtime_cpp could not be configured or compiled; the message names the log file."""
 
 
@@ -84,10 +87,24 @@ def build_lock(build_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-_ERROR = re.compile(r"(^|[\s:])(fatal )?error:|^CMake Error", re.IGNORECASE)
+_COMPILER_ERROR = re.compile(r"(^|[\s:])(fatal )?error:", re.IGNORECASE)
 
 
-def _run_logged(cmd: list[str], log_path: Path, step: str) -> None:
+def _first_error(lines: list[str]) -> str:
+    """The first error line of a step's output; CMake puts its message on the lines after 'CMake Error'."""
+    for i, line in enumerate(lines):
+        if line.startswith("CMake Error"):
+            detail = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
+            return f"{line.strip()} {detail}".strip()
+        if _COMPILER_ERROR.search(line):
+            return line.strip()
+    return ""
+
+
+def run_logged(cmd: list[str], log_path: Path, step: str) -> None:
+    """Run one build step with its output appended to log_path; on failure a one-line BuildError with the
+    step, its first error line (and the Debian packages when a system library is missing) and the log.
+    The one CMake step driver of runtime_cpp and bench_device's runner builds."""
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
@@ -97,7 +114,7 @@ def _run_logged(cmd: list[str], log_path: Path, step: str) -> None:
         with open(log_path, errors="replace") as log:
             log.seek(start)
             lines = log.read().splitlines()
-        reason = next((ln.strip() for ln in lines if _ERROR.search(ln)), "")
+        reason = _first_error(lines)
         if "nlohmann_json" in "\n".join(lines) or "UTF8PROC" in "\n".join(lines) or "GTest" in reason:
             reason += f" (install the system packages: apt-get install {' '.join(DEBIAN_PACKAGES)})"
         raise BuildError(f"{step} failed (exit {proc.returncode})" + (f": {reason}" if reason else "") + f"; full log: {log_path}")
@@ -124,12 +141,10 @@ def ensure_built(build_dir: str | Path | None = None, force: bool = False) -> Pa
         ninja = find_tool("ninja", "BIN_DIR", "ninja")
         if ninja and not (build_dir / "CMakeCache.txt").exists():  # the generator is chosen on a fresh tree only
             configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-        _run_logged(configure, log_path, "cmake configure")
+        run_logged(configure, log_path, "cmake configure")
         build = [cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)]
-        _run_logged(build + (["--clean-first"] if force else []), log_path, "compiling runtime_cpp")
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(key + "\n")
-        os.replace(tmp, stamp)
+        run_logged(build + (["--clean-first"] if force else []), log_path, "compiling runtime_cpp")
+        write_text(str(stamp), key + "\n")
     return build_dir
 
 
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         build_dir = ensure_built(args.build_dir, force=args.force)
-    except BuildError as e:
+    except CompkitError as e:
         print(f"runtime_cpp.build: error: {e}", file=sys.stderr)
         return 1
     print(build_dir)

@@ -15,10 +15,11 @@ import os
 
 import numpy as np
 
+from compkit.errors import CompkitError
 from compressors.corpus import PROMPTS as DEFAULT_PROMPTS
 
 
-class CorpusError(ValueError):
+class CorpusError(CompkitError, ValueError):
     """A corpus file that cannot be read; one line naming the file and the fix."""
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 
+from compkit.errors import CompkitError
+from compkit.files import atomic_path, dumps_json
 from compkit.schema import ManifestSchemaError, validate_manifest
 from compkit.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
 
@@ -14,7 +15,7 @@ _REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", 
 ARTIFACT_SUFFIXES = (".pte", ".onnx", ".mlpackage", ".onnx.data")
 
 
-class ManifestError(ValueError):
+class ManifestError(CompkitError, ValueError):
     """A build folder or manifest that cannot be used; one line saying what is wrong and what to do."""
 
 
@@ -91,26 +92,16 @@ def verify_sha256(build_dir, manifest: dict) -> list[str]:
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write JSON to a temp file beside path, then rename: readers see the old file or the new, never half."""
-    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    """Write JSON (no NaN) to a temp path beside path, then rename: readers see the old file or the new, never half."""
+    write_text_atomic(path, dumps_json(obj))
 
 
 def write_text_atomic(path, text: str) -> None:
-    """The file keeps its mode (a new one gets the umask's), not mkstemp's private 0600."""
+    """compkit.files' atomic write, except that a file replaced keeps its mode (a new one gets the umask's)."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
-    try:
-        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else None
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
+        if mode is not None:
+            os.chmod(tmp, mode)

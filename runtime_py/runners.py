@@ -15,6 +15,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from compkit.errors import CompkitError
+from compkit.stats import median
+
 # {input name: (shape, numpy dtype name)}; a dimension that is None (or a string, ONNX's symbolic dims) is free
 InputSpec = dict[str, tuple[tuple, str]]
 
@@ -24,11 +27,11 @@ _ORT_DTYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float
 _COREML_DTYPES = {131104: "int32", 65568: "float32", 65552: "float16", 65600: "float64"}
 
 
-class RunnerUnavailable(RuntimeError):
+class RunnerUnavailable(CompkitError, RuntimeError):
     """This artifact cannot run on this machine (e.g. CoreML off macOS); the message says where it can."""
 
 
-class InputError(ValueError):
+class InputError(CompkitError, ValueError):
     """Inputs that do not match the artifact's spec; one line naming the input and what was expected."""
 
 
@@ -127,7 +130,7 @@ def paired_latency_ms(runner, reference, inputs: dict[str, np.ndarray], runs: in
         n = min(block, runs - len(times[0]))
         for side, r in zip(times, (runner, reference)):
             side += r.timings_ms(inputs, n, warmup=1)  # the warm-up call is the untimed switch
-    return float(np.median(times[0])), float(np.median(times[1]))
+    return median(times[0]), median(times[1])
 
 
 class EagerRunner(BaseRunner):
