@@ -24,6 +24,7 @@ import traceback
 
 from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export, parallel
 from compkit.files import atomic_path, sha256_path, size_bytes, write_bytes
+from compkit.errors import CompkitError
 from compkit.schema import validate_manifest
 from .targets import MODELS, TARGETS, artifact_name, plan
 
@@ -37,11 +38,11 @@ TOOLS = ("torch", "executorch", "onnxruntime", "onnx", "coremltools", "transform
 LOCK = ".compkit-export.lock"  # the claim of one export on its build folder, removed when that export ends
 
 
-class BadInput(Exception):
+class BadInput(CompkitError):
     """Bad command-line input: printed as one line, exit 2, nothing written."""
 
 
-class BuildFailed(Exception):
+class BuildFailed(CompkitError):
     """The build could not go on (the disk is full, the folder vanished): one line, exit 1."""
 
 
