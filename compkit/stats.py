@@ -13,9 +13,3 @@ def median(values: Iterable[float]) -> float:
         raise ValueError("median of no values")
     return float(np.median(v))
 
-
-def percentile(values: Iterable[float], q: float) -> float:
-    v = np.asarray(list(values), dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("percentile of no values")
-    return float(np.percentile(v, q))

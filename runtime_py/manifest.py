@@ -7,11 +7,11 @@ import stat
 
 from compkit.errors import CompkitError
 from compkit.files import atomic_path, dumps_json
-from compkit.schema import ManifestSchemaError, validate_manifest
 from compkit.files import sha256_path as artifact_sha256  # the build's own hashing, so the two always agree
+from compkit.schema import ManifestSchemaError, manifest_schema, validate_manifest
 
 MANIFEST = "manifest.json"
-_REQUIRED = ("file", "model", "backend", "quant", "input_spec", "output_names", "sha256")
+_REQUIRED = tuple(manifest_schema()["$defs"]["artifact"]["required"])  # the schema is the one list
 ARTIFACT_SUFFIXES = (".pte", ".onnx", ".mlpackage", ".onnx.data")
 
 
