@@ -177,7 +177,7 @@ class VisionTower(torch.nn.Module):
         cfg = SiglipVisionConfig(hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                                  num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
                                  image_size=shape.image_size, patch_size=shape.patch_size,
-                                 attn_implementation="eager")  # SDPA would not delegate (toolchain.md pitfall 1)
+                                 attn_implementation="eager")  # SDPA would not delegate (docs/TOOLCHAIN.md pitfall 1)
         self.vit = SiglipVisionModel(cfg).eval()
         self.shape = shape
 

@@ -5,7 +5,7 @@ model but drives its embeddings and encoder directly, for three reasons that pho
 - the attention mask is built here as a finite additive mask ((1 - m) * -1e4); transformers' own mask
   builders emit -inf / dtype-min values that turn into NaN in fp16 and int8 and do not convert in CoreML;
 - for export, attention runs in "eager" form (softmax(QK^T)V), which XNNPACK delegates; SDPA decomposes
-  into ops it does not take (toolchain.md, pitfall 1). On the desktop SDPA is kept: with many windows in a
+  into ops it does not take (docs/TOOLCHAIN.md, pitfall 1). On the desktop SDPA is kept: with many windows in a
   batch eager attention was measured 3x slower (it materialises every attention matrix). Call
   `for_export()` before torch.export.
 - token ids come in as int32, which every runtime accepts, and are widened inside the graph.

@@ -1,5 +1,5 @@
 """ExecuTorch .pte with the CoreML delegate (iOS / macOS). Lowering runs on Linux; running it needs Apple's
-CoreML runtime (the Linux executorch wheel does not register the CoreML backend, toolchain.md).
+CoreML runtime (the Linux executorch wheel does not register the CoreML backend, docs/TOOLCHAIN.md).
 
 Quants: fp16 (CoreML compute precision) and int8w (int8 linear weights, via the delegate's compile spec).
 """
@@ -28,7 +28,7 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
         quantizer_config = {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"}
     specs = CoreMLBackend.generate_compile_specs(
         compute_precision=ct.precision.FLOAT16, minimum_deployment_target=ct.target.iOS17,
-        # MODEL, not COMPILED_MODEL: compiling an .mlmodelc needs macOS (toolchain.md)
+        # MODEL, not COMPILED_MODEL: compiling an .mlmodelc needs macOS (docs/TOOLCHAIN.md)
         model_type=CoreMLBackend.MODEL_TYPE.MODEL, op_linear_quantizer_config=quantizer_config)
     step("export")
     with torch.no_grad():

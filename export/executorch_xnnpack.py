@@ -21,7 +21,7 @@ def lower(exported: torch.export.ExportedProgram):
     from executorch.backends.xnnpack.utils.configs import get_transform_passes
     from executorch.exir import to_edge_transform_and_lower
 
-    # transform_passes: without them a no-op expand stays outside XNNPACK (toolchain.md pitfall 4)
+    # transform_passes: without them a no-op expand stays outside XNNPACK (docs/TOOLCHAIN.md pitfall 4)
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
                                        transform_passes=get_transform_passes())
 

@@ -1,7 +1,7 @@
 """Export-time rewrites that keep more of a graph inside XNNPACK, and make it cheaper there, with the same maths.
 
 LayerNorm: XNNPACK (ExecuTorch 1.5) has no layer_norm kernel, so every nn.LayerNorm stays outside the delegate
-and cuts the graph (a 6-layer BERT: ~18 subgraphs, 13 CPU-portable layer norms; toolchain.md pitfall 4).
+and cuts the graph (a 6-layer BERT: ~18 subgraphs, 13 CPU-portable layer norms; docs/TOOLCHAIN.md pitfall 4).
 DelegableLayerNorm writes it with delegated ops. Its two means over the hidden dim are [H] -> [1] matmuls:
 the earlier form (a 4-D mean = global average pooling) made ExecuTorch wrap every LayerNorm in two NHWC
 transposes, ~7% of the int8 MiniLM's time at 512 tokens (docs/EXPORT.md, "Pushing the non-delegated count down").

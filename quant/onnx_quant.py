@@ -4,7 +4,7 @@
 - int8static: quantize_static (QDQ format) with a calibration reader over real inputs.
 Both run onnxruntime's quant_pre_process first with skip_symbolic_shape=True: its symbolic shape inference
 fails on dynamo-exported BERT, and it leaves temp files in the working directory, so it runs inside a temp
-directory (toolchain.md pitfall 7).
+directory (docs/TOOLCHAIN.md pitfall 7).
 int8dyn leaves two kinds of weight MatMul in float (float_matmuls, measured in docs/EXPORT.md): ORT's dynamic
 quantization scales a whole activation tensor at once, so a MatMul reading a model input with outlier rows
 (EvoComp's visual tokens) loses every ordinary row, and the score heads' output is the decision itself.

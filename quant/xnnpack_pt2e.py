@@ -1,12 +1,12 @@
 """int8 recipes for ExecuTorch's XNNPACK delegate: PT2E with XNNPACKQuantizer, and 8da4w via torchao.
 
 - int8dyn: dynamic per-token activations, per-channel symmetric int8 weights (no calibration; the most
-  accurate int8 recipe on BERT-size encoders, toolchain.md).
+  accurate int8 recipe on BERT-size encoders, docs/TOOLCHAIN.md).
 - int8static: static per-tensor activations calibrated on real inputs, per-channel int8 weights.
 - 8da4w: 8-bit dynamic activations, 4-bit grouped weights (torchao Int8DynamicActivationIntxWeightConfig),
   on every Linear whose input width divides the group size.
 Both PT2E recipes also quantize embedding tables to 8 bits (EmbeddingQuantizer): XNNPACK leaves them fp32
-otherwise, and they are most of a BERT's bytes (toolchain.md pitfall 5). A .pte with quantized embeddings
+otherwise, and they are most of a BERT's bytes (docs/TOOLCHAIN.md pitfall 5). A .pte with quantized embeddings
 needs `import executorch.kernels.quantized` in the process that loads it (RUNTIME_IMPORTS).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _float_scalars_only_quantizer():
         """XNNPACKQuantizer whose scalar-to-tensor pass leaves integer scalars alone.
 
         The stock transform_for_annotation turns every add/mul scalar into a float constant, integer index
-        maths included, and BERT then fails with "tensors used as indices must be long" (toolchain.md
+        maths included, and BERT then fails with "tensors used as indices must be long" (docs/TOOLCHAIN.md
         pitfall 3). Only float scalars take part in quantized float arithmetic, so only they are converted.
         """
 
