@@ -3,7 +3,7 @@
     python -m bench_device.device_parity BUILD_DIR --device adb:SERIAL [--texts 12] [--evo-sets 4] [--out STEM]
 
 An arm64 phone runs XNNPACK's arm64 kernels, whose int8 arithmetic differs from this machine's x86 ones. For every
-enabled XNNPACK .pte of the build this runs the build's shared test vectors (vectors.json, export/vectors.py:
+enabled XNNPACK .pte of the build this runs the build's shared test vectors (vectors.json, compressors/vectors.py:
 its texts; EvoComp: its model inputs plus seeded token sets as runtime_py.parity uses) through the runner on this
 machine and on the device, and judges device against host with runtime_py.parity's thresholds for the artifact's
 precision: max-abs of keep_prob / keep_logits, MOOSComp kept-word agreement and exact compressed text at rates
@@ -24,8 +24,11 @@ from tqdm import tqdm
 from compkit.errors import CompkitError
 from runtime_py import corpus
 from runtime_py.manifest import ManifestError, read_manifest, verify_sha256
-from runtime_py.parity import (EVO_RATIOS, MOOS_RATES, MOOSCOMP_OUTLIER_WEIGHT, PRECISION, CachedScorer, _LAB, _SEP,
-                               iou_beyond_ties, judge, numeric, word_labels)
+from compressors.evo_spec import EVO_RATIOS
+from compressors.moos_spec import MOOS_RATES
+from compressors.spec import get_spec
+from runtime_py.parity import CachedScorer, _LAB, _SEP, iou_beyond_ties, judge, numeric, precision_of, word_labels
+from runtime_py.parity_moos import MOOSCOMP_OUTLIER_WEIGHT
 from runtime_py.pipeline import Build, MoosArtifactScorer, evo_compress
 from runtime_py.runners import BaseRunner, normalize_spec
 
@@ -153,29 +156,41 @@ def _check(build: Build, runners: dict, vectors: dict, n_texts: int, n_sets: int
     results, groups = {}, {}
     for a in build.artifacts():
         results[a["file"]] = {"file": a["file"], "model": a["model"], "backend": a["backend"], "quant": a["quant"],
-                              "bucket": a.get("bucket"), "precision": PRECISION.get(a["quant"], "int8")}
+                              "bucket": a.get("bucket"), "precision": precision_of(a)}
         if a["backend"] != "xnnpack":
             results[a["file"]].update(status="skipped", reasons=["not run by compkit_runner (XNNPACK .pte only)"])
         elif not a.get("enabled", True):
             results[a["file"]].update(status="skipped", reasons=[f"disabled: {a.get('disabled_reason')}"])
         else:
-            groups.setdefault((a["quant"],) if a["model"] == "moos" else (a["file"],), []).append(a)
+            key = (a["model"], a["quant"]) if get_spec(a["model"]).bucketed else (a["file"],)
+            groups.setdefault(key, []).append(a)
     for arts in tqdm(groups.values(), desc=f"parity on {device.name}", unit="artifact group"):
         try:
-            if arts[0]["model"] == "moos":
-                recs = moos_group(build, arts, runners, prompts)
-            else:
-                recs = {arts[0]["file"]: evo_artifact(build, arts[0], runners, evo_sets(build, arts[0], vectors, n_sets))}
+            check = DEVICE_CHECKS.get(arts[0]["model"])
+            if check is None:
+                for a in arts:
+                    results[a["file"]].update(status="skipped", reasons=[f"no device parity check for {a['model']}"])
+                continue
+            recs = check(build, arts, runners, prompts, vectors, n_sets)
         except (CompkitError, ValueError) as e:
             for a in arts:
                 results[a["file"]].update(status="failed", reasons=[f"could not run: {' '.join(str(e).split())}"])
             continue
         for f, rec in recs.items():
-            why = judge(rec, results[f]["precision"])
+            why = judge(rec, results[f]["precision"], results[f]["model"])
             status = "failed" if why else "pass" if rec.get("numeric") else "skipped"
             results[f].update(rec, status=status, reasons=why or ([] if rec.get("numeric") else [
                 "no text needed this bucket: the decisions are its group's, its kernels ran on no window"]))
     return list(results.values())
+
+
+# The device-vs-host checks, per compressor: they compare a phone's kernels with this host's on the same .pte
+# (not against eager), so they are bench_device's own, not the specs' desktop parity checks.
+DEVICE_CHECKS = {
+    "moos": lambda build, arts, runners, prompts, vectors, n_sets: moos_group(build, arts, runners, prompts),
+    "evo": lambda build, arts, runners, prompts, vectors, n_sets: {
+        arts[0]["file"]: evo_artifact(build, arts[0], runners, evo_sets(build, arts[0], vectors, n_sets))},
+}
 
 
 def _worst(d: dict | None) -> str:

@@ -101,16 +101,14 @@ def make_compressors(preset: Preset, tokenizer_dir: str, quant: str) -> dict:
     """Both compressors exported as export.build exports MOOSComp for android (`quant` int8dyn by default:
     SmoothQuant + dynamic int8; fp32 on request), calibrated on the shipped corpus."""
     from compressors.moos import MOOSCompressor
-    from quant.calibration import moos_calibration
 
     base = MOOSCompressor.from_default()
     base.tokenizer.save_pretrained(tokenizer_dir)
-    calibration = lambda: moos_calibration(base, parts.SCORER_BUCKETS[-1], count=16)  # noqa: E731
     out = {}
     for name, shape in {"minilm": preset.minilm_scorer, "mbert": preset.mbert}.items():
         module = base.torch_module if name == "minilm" and shape is None else parts.random_bert_scorer(shape)
         key = {"shape": asdict(shape) if shape else "embedded MiniLM-L6 default"}
-        ptes = parts.scorer_ptes(module, name, key, quant, calibration)
+        ptes = parts.scorer_ptes(base, module, name, key, quant)
         out[name] = DeviceCompressor([str(p) for p in ptes], tokenizer_dir)
     return out, base.tokenizer
 

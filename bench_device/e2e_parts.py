@@ -21,6 +21,9 @@ import numpy as np
 import torch
 
 from compkit.stats import median
+from export.backends import get_backend
+from export.targets import DEFAULT_SEQ_LENS
+
 from .device_runner import DeviceRunner, latency_ms
 from .llm_export import cache_root
 
@@ -212,28 +215,28 @@ def export_cached(module: torch.nn.Module, example: tuple, names: list[str], out
     return path
 
 
-SCORER_BUCKETS = (128, 256, 512)  # export.build's default MOOSComp buckets
-COMPRESSOR_QUANTS = ("int8dyn", "fp32")
+SCORER_BUCKETS = DEFAULT_SEQ_LENS  # export.build's default MOOSComp buckets
+COMPRESSOR_QUANTS = tuple(get_backend("xnnpack").recipes)
 
 
-def scorer_ptes(scorer_module, name: str, shape_key: dict, quant: str = "fp32", calibration=None) -> list[Path]:
-    """The MOOSComp scorer as export.build lowers it for android: XNNPACK, one .pte per fixed bucket (the runner's
-    pipeline runs each window at the smallest bucket that holds it); int8dyn SmoothQuant-rescaled first, as
-    export.build does, on calibration() (called only when a bucket still has to be exported)."""
-    from compressors.moos_scorer import example_inputs
-    from quant import smoothquant
+def scorer_ptes(compressor, scorer_module, name: str, shape_key: dict, quant: str = "fp32") -> list[Path]:
+    """The MOOSComp scorer `scorer_module` (with `compressor`'s tokenizer and calibration text) lowered by
+    export.build's own code path for android (ModelJob.export: XNNPACK, one .pte per fixed bucket, SmoothQuant
+    and calibration as the recipe says), cached per bucket by shape, quant and SmoothQuant alpha."""
+    from compressors.moos_spec import MOOS, loaded
+    from export.build import ModelJob
+    from quant.smoothquant import ALPHA
 
-    if quant not in COMPRESSOR_QUANTS:
-        raise ValueError(f"compressor quant must be one of {COMPRESSOR_QUANTS}, not {quant!r}")
-    key = {"name": name, **shape_key, **({"smoothquant_alpha": smoothquant.ALPHA} if quant == "int8dyn" else {})}
+    backend = get_backend("xnnpack")
+    recipe = backend.recipe(quant)
+    job = ModelJob(MOOS, loaded(compressor, list(SCORER_BUCKETS), module=scorer_module))
+    key = {"name": name, **shape_key, **({"smoothquant_alpha": ALPHA} if job.smoothed(recipe) else {})}
     paths = [cached_pte({**key, "bucket": L}, quant) for L in SCORER_BUCKETS]
-    if all(p.exists() for p in paths):
-        return paths
-    module = scorer_module.for_export()
-    if quant == "int8dyn":
-        module = smoothquant.smooth_linears(module, smoothquant.smoothing_factors(module, calibration()))
-    return [export_cached(module, example_inputs(L), ["input_ids", "attention_mask"], list(module.output_names),
-                          {**key, "bucket": L}, quant=quant) for L in SCORER_BUCKETS]
+    for L, path in zip(SCORER_BUCKETS, paths):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            job.export(backend, recipe, L, str(path))
+    return paths
 
 
 def runner_ms(report: dict, runner: DeviceRunner) -> Ms:

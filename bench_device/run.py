@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from compkit.errors import CompkitError
 from compkit.stats import median
+from export.backends import UnknownBackend, get_backend
 from .devices import DeviceError, device_from_spec
 from .device_runner import DeviceRunner, RunnerFailed, latency_ms
 from .report import write_report
@@ -34,16 +35,14 @@ def machine_load() -> str:
 
 
 def skip_reason(artifact: dict, remote: bool) -> str | None:
-    backend = artifact["backend"]
-    if backend == "coreml":
-        return "CoreML .mlpackage runs on macOS/iOS only"
-    if backend == "etcoreml":
-        return "CoreML-delegated .pte needs the CoreML backend (iOS/macOS ExecuTorch build)"
-    if backend == "onnx" and remote:
-        return "not on device: compkit has no onnxruntime runner for phones (timed only with --device local)"
-    if backend not in ("xnnpack", "onnx"):
-        return f"unknown backend {backend!r}"
-    return None
+    """Why this artifact is not timed here (None: it is), from its backend's on_device (export/backend.py)."""
+    try:
+        backend = get_backend(artifact["backend"])
+    except UnknownBackend as e:
+        return str(e)
+    if backend.on_device == "native-runner" or (backend.on_device == "host" and not remote):
+        return None
+    return backend.not_on_device
 
 
 def bench_pte(runner: DeviceRunner, path: str, artifact: dict, iters: int, warmup: int) -> dict:
@@ -56,7 +55,8 @@ def bench_pte(runner: DeviceRunner, path: str, artifact: dict, iters: int, warmu
             "iterations_ms": r["iterations_ms"]}
 
 
-def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
+def bench_host(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
+    """A backend compkit does not run on phones, timed on this machine by its runtime_py runner."""
     from runtime_py.runners import load_runner
 
     t0 = time.perf_counter()
@@ -64,7 +64,7 @@ def bench_onnx(build_dir: str, artifact: dict, iters: int, warmup: int) -> dict:
     load_ms = (time.perf_counter() - t0) * 1e3
     times = sorted(runner.timings_ms(runs=iters, warmup=warmup))
     trim = times[len(times) // 10: len(times) - len(times) // 10] or times
-    return {"runtime": "onnxruntime (host CPU)", "median_ms": median(times), "avg_ms": sum(times) / len(times),
+    return {"runtime": f"{get_backend(artifact['backend']).runtime} (host CPU)", "median_ms": median(times), "avg_ms": sum(times) / len(times),
             "trimmean_ms": sum(trim) / len(trim), "load_ms": load_ms, "peak_rss_kb": None, "threads": None,
             "iterations_ms": times}
 
@@ -96,8 +96,8 @@ def run(device_spec: str, build_dir: str, iters: int = 20, warmup: int = 3, runn
                 rows.append({**row, "status": "skipped", "reason": reason})
                 continue
             try:
-                if a["backend"] == "onnx":
-                    row.update(bench_onnx(build_dir, a, iters, warmup))
+                if get_backend(a["backend"]).on_device == "host":
+                    row.update(bench_host(build_dir, a, iters, warmup))
                 else:
                     if runner is None and runner_error is None:
                         try:

@@ -12,6 +12,8 @@ model but drives its embeddings and encoder directly, for three reasons that pho
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -50,15 +52,17 @@ class TokenScorer(nn.Module):
         self.export_form = False
 
     def for_export(self) -> "TokenScorer":
-        """Switch to the forms that delegate fully: plain softmax(QK^T)V attention, the keep probability as a
-        sigmoid of a logit difference, masked sums as matmuls. Same numbers to ~1e-7."""
-        self.model.set_attn_implementation("eager")
-        self.export_form = True
-        return self
+        """A copy in the forms that delegate fully: plain softmax(QK^T)V attention, the keep probability as a
+        sigmoid of a logit difference, masked sums as matmuls. Same numbers to ~1e-7. A copy, so that the
+        compressor itself (its test vectors, the parity reference) keeps computing in its own form."""
+        export = copy.deepcopy(self)
+        export.model.set_attn_implementation("eager")
+        export.export_form = True
+        return export
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         base = self.model.base_model
-        mask = attention_mask.to(torch.float32)
+        mask = attention_mask.to(self.model.dtype)  # the model's own precision (fp16 recipes run it in half)
         additive = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]
         hidden = base.embeddings(input_ids=input_ids.to(torch.long))
         hidden = base.encoder(hidden, attention_mask=additive).last_hidden_state

@@ -22,14 +22,16 @@ import sys
 import time
 import traceback
 
-from . import coreml_export, executorch_coreml, executorch_xnnpack, onnx_export, parallel
-from compkit.files import atomic_path, sha256_path, size_bytes, write_bytes
+from . import parallel
+from .backends import get_backend
+from compkit.files import sha256_path, size_bytes, write_json
 from compkit.errors import CompkitError
 from compkit.schema import validate_manifest
-from .targets import MODELS, TARGETS, artifact_name, plan
+from compressors.spec import CheckpointRefused, OptionRefused, get_spec, registry
+
+from .targets import DEFAULT_SEQ_LENS, TARGETS, artifact_name, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKENDS = {m.BACKEND: m for m in (executorch_xnnpack, executorch_coreml, onnx_export, coreml_export)}
 MIN_BUCKET = 16
 STEPS = ("quantize", "export", "lower", "save")
 TOOLS = ("torch", "executorch", "onnxruntime", "onnx", "coremltools", "transformers")
@@ -64,12 +66,13 @@ class ArgParser(argparse.ArgumentParser):
 def parse_args(argv):
     ap = ArgParser(prog="python -m export.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="android", help=f"one of {sorted(TARGETS)} (default android)")
-    ap.add_argument("--model", default="all", help="moos, evo or all (default all)")
-    ap.add_argument("--moos-checkpoint", metavar="DIR", help="Hugging Face token-classification checkpoint "
-                    "(default: the embedded MiniLM-L6 trained on GSM8K train)")
-    ap.add_argument("--evo-checkpoint", metavar="DIR", help="EvoCompressor.save() folder (default: the shipped trained default_evo())")
+    specs = registry()
+    ap.add_argument("--model", default="all", help=f"{', '.join(specs)} or all (default all)")
+    for spec in specs.values():
+        ap.add_argument(f"--{spec.name}-checkpoint", metavar="DIR", help=spec.checkpoint_help)
     ap.add_argument("--quant", metavar="A,B", help="only these quant recipes, e.g. fp32,int8dyn")
-    ap.add_argument("--seq-lens", default="128,256,512", metavar="L,L", help="MOOSComp sequence-length buckets (>= 16)")
+    ap.add_argument("--seq-lens", default=",".join(map(str, DEFAULT_SEQ_LENS)), metavar="L,L",
+                    help="sequence-length buckets of the bucketed compressors (MOOSComp; >= 16)")
     ap.add_argument("--visual-tokens", type=int, default=None, metavar="N", help="EvoComp visual tokens per image (default: the EvoComp config's max_visual_tokens)")
     ap.add_argument("--out", metavar="DIR", help="build folder (default artifacts/YYYYMMDD-HHMMSS-TARGET); must not "
                     "exist or be empty")
@@ -81,9 +84,9 @@ def parse_args(argv):
 
     if args.target not in TARGETS:
         raise BadInput(f"unknown target {args.target!r}: choose one of {', '.join(sorted(TARGETS))}")
-    if args.model not in MODELS + ("all",):
-        raise BadInput(f"unknown model {args.model!r}: choose moos, evo or all")
-    args.models = MODELS if args.model == "all" else (args.model,)
+    if args.model not in tuple(specs) + ("all",):
+        raise BadInput(f"unknown model {args.model!r}: choose {', '.join(specs)} or all")
+    args.models = tuple(specs) if args.model == "all" else (args.model,)
     try:
         args.seq_lens = sorted({int(s) for s in args.seq_lens.split(",") if s.strip()})
     except ValueError:
@@ -100,10 +103,10 @@ def parse_args(argv):
     for q in args.quants or []:
         if q not in known:
             raise BadInput(f"--quant {q!r} is not built for target {args.target}: choose from {', '.join(sorted(known))}")
-    for flag in ("moos_checkpoint", "evo_checkpoint"):
-        path = getattr(args, flag)
+    args.checkpoints = {name: getattr(args, f"{name}_checkpoint") for name in specs}
+    for name, path in args.checkpoints.items():
         if path is not None and not os.path.isdir(path):
-            raise BadInput(f"--{flag.replace('_', '-')} {path}: directory not found")
+            raise BadInput(f"--{name}-checkpoint {path}: directory not found")
     if args.jobs < 1:
         raise BadInput(f"--jobs must be >= 1, not {args.jobs}")
     if args.visual_tokens is not None and args.visual_tokens < 1:
@@ -172,87 +175,68 @@ def remove_dirs(created: list[str]) -> None:
 # ------------------------------------------------------------------------------------------------ models
 @dataclasses.dataclass
 class ModelJob:
-    """One compressor ready to export: its module, I/O names and how to make example / calibration inputs."""
+    """One compressor ready to export: its spec (compressors/spec.py) and what the spec loaded."""
 
-    name: str
-    module: object
-    input_names: list
-    output_names: list
-    info: dict  # the manifest's models[name]
-    example: callable  # bucket -> example inputs tuple
-    calibration: callable  # bucket -> list of input tuples
-    tokenizer: object = None
-    source: object = None  # the MOOSCompressor / EvoCompressor, for the shared test vectors
-    # (backend, quant) recipes that get SmoothQuant first (quant/smoothquant.py): XNNPACK's per-token dynamic int8
-    # gains from it; ONNX Runtime's per-tensor int8dyn lost (docs/EXPORT.md), so it is not listed
-    smooth_recipes: tuple = ()
+    spec: object
+    loaded: object  # compressors.spec.Loaded
     _factors: dict = None
 
+    name = property(lambda self: self.spec.name)
+    module = property(lambda self: self.loaded.module)
+    input_names = property(lambda self: list(self.spec.input_names))
+    output_names = property(lambda self: self.loaded.output_names)
+    info = property(lambda self: self.loaded.info)
+    example = property(lambda self: self.loaded.example)
+    calibration = property(lambda self: self.loaded.calibration)
+    source = property(lambda self: self.loaded.source)
+
+    def smoothed(self, recipe) -> bool:
+        """SmoothQuant first (quant/smoothquant.py) when both the compressor and the quant recipe ask for it."""
+        return self.spec.smoothquant and recipe.smoothquant
+
     def smoothing_factors(self) -> dict:
-        """SmoothQuant's factors, measured once on the largest bucket's calibration windows (they serve every
+        """SmoothQuant's factors, measured once on the largest bucket's calibration inputs (they serve every
         bucket); the build measures them before it forks its export workers, so they share one copy."""
         from quant import smoothquant
 
         if self._factors is None:
-            self._factors = smoothquant.smoothing_factors(self.module, self.calibration(self.info["buckets"][-1]))
+            buckets = self.info.get("buckets") or [None]
+            self._factors = smoothquant.smoothing_factors(self.module, self.calibration(buckets[-1]))
         return self._factors
 
-    def module_for(self, backend: str, quant: str):
-        """The module to export: SmoothQuant-rescaled for smooth_recipes, else the module itself."""
-        if (backend, quant) not in self.smooth_recipes:
+    def module_for(self, recipe):
+        """The module to export: SmoothQuant-rescaled when both this model and the recipe ask for it."""
+        if not self.smoothed(recipe):
             return self.module
         from quant import smoothquant
 
         return smoothquant.smooth_linears(self.module, self.smoothing_factors())
 
+    def export(self, backend, recipe, bucket, out_path, step=lambda name: None, on_step=lambda name: None,
+               entry=None) -> dict:
+        """Export one artifact of this compressor, exactly as a build does (the e2e benchmark calls this too):
+        calibration inputs when the recipe needs them, SmoothQuant when both ask for it, the spec's masks kept
+        in float. `on_step(name)` hears the pre-export stages (smoothquant) that `step` does not count."""
+        example = tuple(self.example(bucket))
+        calibration = self.calibration(bucket) if recipe.calibrated else None
+        if self.smoothed(recipe):
+            from quant.smoothquant import ALPHA
 
-def load_moos(path, seq_lens) -> ModelJob:
-    from compressors import moos_scorer
-    from compressors.moos import CheckpointError, MOOSCompressor
-    from quant.calibration import moos_calibration
+            on_step("smoothquant")
+            if entry is not None:
+                entry["smoothquant_alpha"] = ALPHA
+        return backend.export(self.module_for(recipe), example, self.input_names, self.output_names, recipe, out_path,
+                              calibration=calibration, mask_inputs=self.spec.mask_inputs, step=step)
 
+
+def load_job(name: str, checkpoint: str | None, options: dict) -> ModelJob:
+    spec = get_spec(name)
     try:
-        comp = MOOSCompressor.from_pretrained(path) if path else MOOSCompressor.from_default()
-    except CheckpointError as e:
-        raise BadInput(f"--moos-checkpoint: {e}") from None
-    module = comp.torch_module
-    if hasattr(module, "for_export"):  # eager softmax(QK^T)V attention: SDPA decomposes into undelegated ops
-        module = module.for_export()
-    max_pos = getattr(module.model.config, "max_position_embeddings", 512)
-    if seq_lens[-1] > max_pos:
-        raise BadInput(f"bucket {seq_lens[-1]} exceeds the MOOSComp model's {max_pos} positions: use --seq-lens <= {max_pos}")
-    vocab = len(comp.tokenizer)
-    info = {"provenance": comp.provenance, "checkpoint_sha256": sha256_path(path) if path else None,
-            "tokenizer_dir": "moos_tokenizer", "family": comp.family,
-            "outlier": "representation" if module.with_outlier else None, "special_tokens": "llmlingua",
-            "buckets": list(seq_lens)}
-    return ModelJob("moos", module, list(moos_scorer.INPUT_NAMES), list(module.output_names), info,
-                    example=lambda b: moos_scorer.example_inputs(b, vocab_size=vocab),
-                    calibration=lambda b: moos_calibration(comp, b, count=16), tokenizer=comp.tokenizer, source=comp,
-                    smooth_recipes=(("xnnpack", "int8dyn"),))
-
-
-def load_evo(path, visual_tokens) -> ModelJob:
-    from compressors.evo import EvoCompressor, default_evo
-    from quant.calibration import evo_calibration, evo_token_set
-
-    try:
-        model = EvoCompressor.load(path) if path else default_evo()
-    except (FileNotFoundError, ValueError) as e:
-        raise BadInput(f"--evo-checkpoint: {e}") from None
-    cfg = model.config
-    visual_tokens = visual_tokens or cfg.max_visual_tokens
-    if visual_tokens > cfg.max_visual_tokens:
-        raise BadInput(f"--visual-tokens {visual_tokens} exceeds the EvoComp config's max_visual_tokens "
-                       f"({cfg.max_visual_tokens})")
-    provenance = f"checkpoint {os.path.abspath(path)}" if path else model.provenance
-    info = {"provenance": provenance, "checkpoint_sha256": sha256_path(path) if path else None,
-            "checkpoint_provenance": model.provenance if path else None,
-            "config": dataclasses.asdict(cfg), "visual_tokens": visual_tokens, "text_tokens": cfg.max_text_tokens}
-    grid = tuple(cfg.grid) if visual_tokens == cfg.max_visual_tokens else None
-    return ModelJob("evo", model.eval(), list(EvoCompressor.INPUT_NAMES), list(EvoCompressor.OUTPUT_NAMES), info,
-                    example=lambda b: evo_token_set(visual_tokens, cfg.visual_dim, cfg.max_text_tokens, cfg.text_dim, 0, grid),
-                    calibration=lambda b: evo_calibration(cfg, visual_tokens), source=model)
+        return ModelJob(spec, spec.load(checkpoint, options))
+    except CheckpointRefused as e:
+        raise BadInput(f"--{name}-checkpoint: {e}") from None
+    except OptionRefused as e:
+        raise BadInput(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -302,16 +286,11 @@ def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
         progress.update(1)
 
     start, cpu_start = time.perf_counter(), time.process_time()
+    backend = get_backend(recipe.backend)
+    quant = backend.recipe(recipe.quant)
     try:
-        calibration = job.calibration(bucket) if recipe.quant == "int8static" else None
-        if (recipe.backend, recipe.quant) in job.smooth_recipes:
-            from quant.smoothquant import ALPHA
-
-            current["step"] = "smoothquant"
-            entry["smoothquant_alpha"] = ALPHA
-        module = job.module_for(recipe.backend, recipe.quant)
-        info = BACKENDS[recipe.backend].export(module, example, job.input_names, job.output_names, recipe.quant,
-                                               os.path.join(out_dir, name), calibration=calibration, step=step)
+        info = job.export(backend, quant, bucket, os.path.join(out_dir, name), step=step,
+                          on_step=lambda s: current.update(step=s), entry=entry)
     except Exception as e:  # recorded, reported, and the build goes on to the next artifact
         msg = f"{name}: {current['step']} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         progress.write(f"ERROR {msg}")
@@ -328,34 +307,12 @@ def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
     return entry
 
 
-def save_tokenizer(tokenizer, out_dir) -> None:
-    with atomic_path(os.path.join(out_dir, "moos_tokenizer"), directory=True) as tmp:
-        tokenizer.save_pretrained(tmp)
-
-
-def write_shared_vectors(jobs, out_dir) -> None:
-    """vectors.json: the Python reference's token ids, probabilities and compressed texts, which the native
-    core (runtime_cpp) and the demo apps' device tests must reproduce (docs/RUNTIME_CPP.md)."""
-    import torch
-
-    from export.vectors import write_vectors
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # windows run one at a time; more threads only contend (measured 8x slower loaded)
-    try:
-        evo = jobs["evo"].source if "evo" in jobs else None
-        write_vectors(jobs["moos"].source, evo, os.path.join(out_dir, "vectors.json"), max_sentences=120)
-    finally:
-        torch.set_num_threads(threads)
-    print("wrote vectors.json (shared test vectors for runtime_cpp and the demo apps)", flush=True)
-
-
 def write_manifest(out_dir, manifest) -> None:
     """Atomically: a failed write (a full disk) leaves the previous manifest.json whole, and says so in one line."""
     path = os.path.join(out_dir, "manifest.json")
     validate_manifest(manifest, path)  # a field off the schema is compkit's bug: it must never reach a reader
     try:
-        write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+        write_json(path, manifest)
     except OSError as e:
         kept = "the previous one is intact" if os.path.exists(path) else "none was written"
         raise BuildFailed(f"cannot write {path} ({e.strerror or e}); {kept}: free space and rebuild into a new "
@@ -394,10 +351,9 @@ def summary_table(manifest) -> str:
 def build(args) -> int:
     # Load (and so validate) every model before anything is written.
     jobs = {}
-    if "moos" in args.models:
-        jobs["moos"] = load_moos(args.moos_checkpoint, args.seq_lens)
-    if "evo" in args.models:
-        jobs["evo"] = load_evo(args.evo_checkpoint, args.visual_tokens)
+    options = {"seq_lens": args.seq_lens, "visual_tokens": args.visual_tokens}
+    for name in args.models:
+        jobs[name] = load_job(name, args.checkpoints[name], options)
     work = plan(args.target, args.models, args.quants, args.seq_lens)
     if not work:
         raise BadInput(f"nothing to build for --target {args.target} --model {args.model} --quant {args.quant}")
@@ -438,10 +394,8 @@ def build(args) -> int:
 
 def export_all(args, jobs, work, manifest) -> None:
     """Every artifact (rewriting the manifest after each), the shared vectors, then the completion mark."""
-    if "moos" in jobs:
-        save_tokenizer(jobs["moos"].tokenizer, args.out)
     started = time.perf_counter()
-    for name in {r.model for r, _ in work if (r.backend, r.quant) in jobs[r.model].smooth_recipes}:
+    for name in {r.model for r, _ in work if jobs[r.model].smoothed(get_backend(r.backend).recipe(r.quant))}:
         jobs[name].smoothing_factors()  # before the workers fork: measured once, shared by all of them
     entries = [None] * len(work)
 
@@ -458,8 +412,9 @@ def export_all(args, jobs, work, manifest) -> None:
     names = [artifact_name(r.model, r.backend, r.quant, b) for r, b in work]
     parallel.run_all(work, lambda task, bar: build_artifact(jobs[task[0].model], task[0], task[1], args.out, bar),
                      args.jobs, names, len(STEPS), finished, poll=args.check_stop)
-    if "moos" in jobs:
-        write_shared_vectors(jobs, args.out)
+    for job in jobs.values():  # tokenizer folders, the shared test vectors
+        if job.loaded.write_files:
+            job.loaded.write_files(job.loaded, args.out, {n: j.loaded for n, j in jobs.items()})
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
     manifest["complete"] = True  # only now: every listed artifact is final and nothing else is still coming
     write_manifest(args.out, manifest)

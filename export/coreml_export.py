@@ -13,8 +13,8 @@ from quant import coreml_optimize
 
 from compkit.files import atomic_path
 
-BACKEND = "coreml"
-QUANTS = ("fp16", "fp32") + coreml_optimize.QUANTS
+from .backend import Backend
+
 _NP = {torch.int32: np.int32, torch.int64: np.int64, torch.float32: np.float32, torch.float16: np.float16}
 
 
@@ -30,12 +30,12 @@ def drop_aliases(program: torch.export.ExportedProgram) -> None:
     program.graph_module.recompile()
 
 
-def export(module, example_inputs, input_names, output_names, quant, out_path, calibration=None,
-           step=lambda name: None) -> dict:
+def export(module, example_inputs, input_names, output_names, recipe, out_path, calibration=None,
+           mask_inputs=(), dynamic_shapes=None, step=lambda name: None) -> dict:
     import coremltools as ct
 
-    if quant not in QUANTS:
-        raise ValueError(f"CoreML quant must be one of {QUANTS}, not {quant!r}")
+    recipe = BACKEND.recipe(recipe)
+    precision = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}[recipe.options["compute_precision"]]
     step("export")
     with torch.no_grad():
         program = torch.export.export(module.eval(), tuple(example_inputs)).run_decompositions({})
@@ -44,11 +44,16 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
     inputs = [ct.TensorType(name=n, shape=tuple(t.shape), dtype=_NP[t.dtype]) for n, t in zip(input_names, example_inputs)]
     mlmodel = ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=n) for n in output_names],
                          convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-                         compute_precision=ct.precision.FLOAT32 if quant == "fp32" else ct.precision.FLOAT16)
-    if quant in coreml_optimize.QUANTS:
+                         compute_precision=precision)
+    if recipe.quantize is not None:
         step("quantize")
-        mlmodel = coreml_optimize.compress(mlmodel, quant)
+        mlmodel = recipe.quantize(mlmodel)
     step("save")
     with atomic_path(out_path, directory=True) as tmp:
         mlmodel.save(tmp)
     return {"delegation": None, "runtime_imports": [], "predict_requires": "macOS (coremltools prediction)"}
+
+
+BACKEND = Backend("coreml", "mlpackage", "Core ML", coreml_optimize.RECIPES, export, runner="runtime_py.runners:CoreMLRunner",
+                  not_on_device="CoreML .mlpackage runs on macOS/iOS only")
+QUANTS = tuple(BACKEND.recipes)

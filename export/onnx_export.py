@@ -10,18 +10,17 @@ from quant import onnx_quant
 
 from compkit.files import atomic_path
 
-BACKEND = "onnx"
-QUANTS = ("fp32",) + onnx_quant.QUANTS
+from .backend import Backend
+
 OPSET = 18
 
 
-def export(module, example_inputs, input_names, output_names, quant, out_path, calibration=None,
-           step=lambda name: None) -> dict:
-    if quant not in QUANTS:
-        raise ValueError(f"ONNX quant must be one of {QUANTS}, not {quant!r}")
+def export(module, example_inputs, input_names, output_names, recipe, out_path, calibration=None,
+           mask_inputs=(), dynamic_shapes=None, step=lambda name: None) -> dict:
+    recipe = BACKEND.recipe(recipe)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=out_dir) as tmp, atomic_path(out_path) as final:
-        fp32 = final if quant == "fp32" else os.path.join(tmp, "fp32.onnx")
+        fp32 = final if recipe.quantize is None else os.path.join(tmp, "fp32.onnx")
         step("export")
         with torch.no_grad():
             program = torch.onnx.export(module.eval(), tuple(example_inputs), input_names=list(input_names),
@@ -29,7 +28,12 @@ def export(module, example_inputs, input_names, output_names, quant, out_path, c
                                         optimize=True, verbose=False)
         step("save")
         program.save(fp32, external_data=False)
-        if quant != "fp32":
+        if recipe.quantize is not None:
             step("quantize")
-            onnx_quant.quantize(fp32, final, quant, calibration, input_names)
+            recipe.quantize(fp32, final, calibration, input_names)
     return {"delegation": None, "runtime_imports": []}
+
+
+BACKEND = Backend("onnx", "onnx", "onnxruntime", onnx_quant.RECIPES, export, runner="runtime_py.runners:OnnxRunner",
+                  on_device="host", not_on_device="not on device: compkit has no onnxruntime runner for phones (timed only with --device local)")
+QUANTS = tuple(BACKEND.recipes)

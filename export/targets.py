@@ -1,7 +1,9 @@
-"""The build targets: target name -> the recipes it builds. A new target (or recipe) is one entry here.
+"""The build targets: target name -> the (compressor, backend, quant recipe) triples it builds.
 
-A recipe is (model, backend, quant, buckets): `buckets="all"` builds one artifact per --seq-lens bucket
-(MOOSComp; EvoComp has no buckets), "largest" only at the largest bucket. Slow-to-build, accuracy-risky
+A new target is one entry here; a recipe a target builds must exist in its backend's file (export/backends.py)
+and the compressor in compressors/spec.py's registry. A Recipe is (model, backend, quant, buckets):
+`buckets="all"` builds one artifact per --seq-lens bucket (bucketed compressors: MOOSComp; the others have no
+buckets), "largest" only at the largest bucket. Slow-to-build, accuracy-risky
 recipes (static int8 needs calibration passes, 8da4w) are built at the largest bucket only and only when
 --quant names them, which keeps `--target android` / `--target ios` under 5 minutes on 2 cores
 (docs/EXPORT.md has the timings).
@@ -19,8 +21,8 @@ class Recipe(NamedTuple):
     default: bool = True  # False: built only when --quant names it (opt-in, keeps default builds short)
 
 
-MODELS = ("moos", "evo")
-EXTENSIONS = {"xnnpack": "pte", "etcoreml": "pte", "onnx": "onnx", "coreml": "mlpackage"}
+MODELS = ("moos", "evo")  # the built-in compressors every target builds
+DEFAULT_SEQ_LENS = (128, 256, 512)
 
 
 def _both(backend: str, quant: str, buckets: str = "all", default: bool = True) -> list[Recipe]:
@@ -51,18 +53,23 @@ TARGETS["all"] = list(dict.fromkeys(r for name in ("android", "ios", "desktop") 
 def artifact_name(model: str, backend: str, quant: str, bucket: int | None = None) -> str:
     """{model}_{backend}_{quant}[_{bucket}].{pte,onnx,mlpackage}"""
     suffix = f"_{bucket}" if bucket is not None else ""
-    return f"{model}_{backend}_{quant}{suffix}.{EXTENSIONS[backend]}"
+    from .backends import get_backend
+
+    return f"{model}_{backend}_{quant}{suffix}.{get_backend(backend).extension}"
 
 
-def plan(target: str, models=MODELS, quants=None, seq_lens=(128, 256, 512)) -> list[tuple[Recipe, int | None]]:
+def plan(target: str, models=MODELS, quants=None, seq_lens=DEFAULT_SEQ_LENS) -> list[tuple[Recipe, int | None]]:
     """(recipe, bucket) for every artifact a build writes, in build order (models, then recipes, then buckets)."""
+    from compressors.spec import get_spec
+
     jobs, seen = [], set()
     for model in models:
+        bucketed = get_spec(model).bucketed
         for r in TARGETS[target]:
             wanted = r.quant in quants if quants else r.default
             if r.model != model or not wanted:
                 continue
-            for bucket in ([None] if model != "moos" else sorted(seq_lens) if r.buckets == "all" else [max(seq_lens)]):
+            for bucket in ([None] if not bucketed else sorted(seq_lens) if r.buckets == "all" else [max(seq_lens)]):
                 name = artifact_name(model, r.backend, r.quant, bucket)
                 if name not in seen:  # "all" may list one recipe with different bucket rules
                     seen.add(name)

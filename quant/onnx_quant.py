@@ -17,6 +17,8 @@ import tempfile
 
 import numpy as np
 
+from .recipe import QuantRecipe, recipes
+
 QUANTS = ("int8dyn", "int8static")
 
 
@@ -81,7 +83,7 @@ def quantize(model_in: str, model_out: str, quant: str, calibration=None, input_
     if quant not in QUANTS:
         raise ValueError(f"ONNX quant must be one of {QUANTS}, not {quant!r}")
     if quant == "int8static" and not calibration:
-        raise ValueError("int8static needs calibration inputs (quant/calibration.py)")
+        raise ValueError("int8static needs calibration inputs (compressors/calibration.py)")
     model_in, model_out = os.path.abspath(model_in), os.path.abspath(model_out)
     with tempfile.TemporaryDirectory(prefix="onnxq-") as tmp, _in_dir(tmp):
         pre = os.path.join(tmp, "pre.onnx")
@@ -95,3 +97,18 @@ def quantize(model_in: str, model_out: str, quant: str, calibration=None, input_
         CalibrationDataReader.register(_Reader)
         quantize_static(pre, model_out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
+def _ort(quant):
+    def run(model_in, model_out, calibration=None, input_names=None):
+        quantize(model_in, model_out, quant, calibration, input_names)
+    return run
+
+
+# The ONNX backend's recipes (export/backends/onnx.py): quantize() runs on the exported fp32 file. SmoothQuant
+# is not applied: ONNX Runtime's per-tensor int8dyn lost with it (docs/EXPORT.md).
+RECIPES = recipes(
+    QuantRecipe("fp32", "fp32"),
+    QuantRecipe("int8dyn", "int8", _ort("int8dyn")),
+    QuantRecipe("int8static", "int8", _ort("int8static"), calibrated=True),
+)

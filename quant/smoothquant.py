@@ -41,7 +41,7 @@ def smoothing_factors(module: nn.Module, calibration, alpha: float = ALPHA) -> d
     from torchao.prototype.smoothquant.core import RunningAbsMaxSmoothQuantObserver
 
     if not calibration:
-        raise ValueError("SmoothQuant needs calibration inputs (quant/calibration.py)")
+        raise ValueError("SmoothQuant needs calibration inputs (compressors/calibration.py)")
     linears = {n: m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
     observers = {n: RunningAbsMaxSmoothQuantObserver(m.weight.detach(), alpha) for n, m in linears.items()}
 

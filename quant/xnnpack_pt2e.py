@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-QUANTS = ("int8dyn", "int8static", "8da4w")
+from .recipe import QuantRecipe, recipes
+
 RUNTIME_IMPORTS = ["executorch.kernels.quantized"]  # the embedding_byte kernel, for int8dyn / int8static
 GROUP_SIZE = 32
 
@@ -56,13 +57,10 @@ def _float_scalars_only_quantizer():
     return FloatScalarXNNPACKQuantizer()
 
 
-MASK_INPUTS = ("attention_mask", "text_mask")
-
-
-def mask_free_filter(graph_module: torch.fx.GraphModule, mask_inputs=MASK_INPUTS):
+def mask_free_filter(graph_module: torch.fx.GraphModule, mask_inputs):
     """A quantizer filter that keeps mask arithmetic in float.
 
-    An additive mask holds 0 and -1e4: int8 with one per-tensor scale (~40) for that range wipes out the
+    `mask_inputs` are the input names the compressor's spec declares as masks. An additive mask holds 0 and -1e4: int8 with one per-tensor scale (~40) for that range wipes out the
     attention scores it is added to, and XNNPACK rejects a quantized pad of it (xnn_status_invalid_parameter
     at load). Nodes computed only from the mask inputs (and constants), and the nodes that consume them
     (the score + mask add), are left unannotated; they still run, in float, inside XNNPACK.
@@ -96,16 +94,17 @@ def pt2e_quantizer(quant: str, quantize_embeddings: bool = True, float_module_ty
 
 
 def quantize_pt2e(module: torch.nn.Module, example_inputs: tuple, quant: str, calibration=None,
-                  quantize_embeddings: bool = True, float_module_types=()) -> torch.fx.GraphModule:
+                  quantize_embeddings: bool = True, float_module_types=(), mask_inputs=()) -> torch.fx.GraphModule:
     """A converted (quantize/dequantize-annotated) graph module, ready for torch.export and XNNPACK lowering."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if quant not in ("int8dyn", "int8static"):
         raise ValueError(f"PT2E quant must be int8dyn or int8static, not {quant!r}")
     if quant == "int8static" and not calibration:
-        raise ValueError("int8static needs calibration inputs (quant/calibration.py)")
+        raise ValueError("int8static needs calibration inputs (compressors/calibration.py)")
     graph = torch.export.export(module, example_inputs).module()
-    prepared = prepare_pt2e(graph, pt2e_quantizer(quant, quantize_embeddings, float_module_types, mask_free_filter(graph)))
+    prepared = prepare_pt2e(graph, pt2e_quantizer(quant, quantize_embeddings, float_module_types,
+                                                 mask_free_filter(graph, mask_inputs)))
     with torch.no_grad():
         for inputs in calibration or [example_inputs]:  # dynamic: one pass just settles the observers
             prepared(*inputs)
@@ -125,10 +124,23 @@ def quantize_8da4w(module: torch.nn.Module, group_size: int = GROUP_SIZE) -> tor
     return module
 
 
-def quantize(module: torch.nn.Module, example_inputs: tuple, quant: str, calibration=None,
-             float_module_types=()) -> torch.nn.Module:
-    """Apply one XNNPACK quant recipe; the result is exported with torch.export by the caller.
-    `float_module_types`: submodule classes the PT2E recipes leave in float."""
-    if quant == "8da4w":
-        return quantize_8da4w(module)
-    return quantize_pt2e(module, example_inputs, quant, calibration, float_module_types=float_module_types)
+def _pt2e(quant):
+    def quantize(module, example_inputs, calibration=None, float_module_types=(), mask_inputs=()):
+        return quantize_pt2e(module, example_inputs, quant, calibration, float_module_types=float_module_types,
+                             mask_inputs=mask_inputs)
+    return quantize
+
+
+def _8da4w(module, example_inputs, calibration=None, float_module_types=(), mask_inputs=()):
+    return quantize_8da4w(module)
+
+
+# The XNNPACK backend's recipes (export/backends/xnnpack.py). Both PT2E recipes quantize the embedding tables,
+# whose embedding_byte kernel a loader registers with RUNTIME_IMPORTS; SmoothQuant measurably helps the
+# per-token dynamic one only (quant/smoothquant.py).
+RECIPES = recipes(
+    QuantRecipe("fp32", "fp32"),
+    QuantRecipe("int8dyn", "int8", _pt2e("int8dyn"), smoothquant=True, runtime_imports=tuple(RUNTIME_IMPORTS)),
+    QuantRecipe("int8static", "int8", _pt2e("int8static"), calibrated=True, runtime_imports=tuple(RUNTIME_IMPORTS)),
+    QuantRecipe("8da4w", "4bit", _8da4w),
+)

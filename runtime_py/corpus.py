@@ -3,7 +3,7 @@
 Prompts come from the corpus shipped in the repo (compressors/data/prompts.jsonl, one {"text": ...} per line)
 and optionally GSM8K (question + worked answer, the kind of prompt MOOSComp was evaluated on).
 
-EvoComp token sets come from quant/calibration.py's generator (seeded; smooth objects on the token grid,
+EvoComp token sets come from compressors/calibration.py's generator (seeded; smooth objects on the token grid,
 log-normal channel scales, high-norm sink tokens, a real-length masked question: what a projector's output
 has and white noise lacks), at seeds disjoint from the ones calibration uses, so no parity input was ever
 seen by a static-int8 observer.
@@ -56,8 +56,8 @@ def load_gsm8k(path: str, limit: int = 20) -> list[str]:
 
 def evo_token_sets(n: int, visual_dim: int, t: int, text_dim: int, count: int = 20, seed: int = 0, grid=None) -> list[dict]:
     """`count` unbatched {"visual_tokens" [n, Dv], "text_embeds" [t, Dt], "text_mask" [t]} float32 sets from
-    quant.calibration's generator, at seeds seed*100_003 + i: never the 1000+ seeds calibration reads."""
-    from quant.calibration import EVO_SEED, evo_token_set
+    compressors.calibration's generator, at seeds seed*100_003 + i: never the 1000+ seeds calibration reads."""
+    from compressors.calibration import EVO_SEED, evo_token_set
 
     seeds = [seed * 100_003 + i for i in range(count)]
     if any(EVO_SEED <= s < EVO_SEED + 1000 for s in seeds):

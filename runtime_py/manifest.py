@@ -12,7 +12,7 @@ from compkit.schema import ManifestSchemaError, manifest_schema, validate_manife
 
 MANIFEST = "manifest.json"
 _REQUIRED = tuple(manifest_schema()["$defs"]["artifact"]["required"])  # the schema is the one list
-ARTIFACT_SUFFIXES = (".pte", ".onnx", ".mlpackage", ".onnx.data")
+ARTIFACT_SIDECARS = (".onnx.data",)  # external-data files an ONNX export can leave beside its .onnx
 
 
 class ManifestError(CompkitError, ValueError):
@@ -50,9 +50,10 @@ def read_manifest(build_dir) -> dict:
                                 "the manifest is damaged or hostile: rebuild")
         if a["model"] not in manifest["models"]:
             raise ManifestError(f"{path}: artifact {a['file']} is of model {a['model']!r}, which 'models' does not describe")
-    tok_dir = (manifest["models"].get("moos") or {}).get("tokenizer_dir", "moos_tokenizer")
-    if not _inside(tok_dir):
-        raise ManifestError(f"{path}: models.moos.tokenizer_dir {tok_dir!r} is not a name inside the build folder; rebuild")
+    for name, info in manifest["models"].items():
+        tok_dir = info.get("tokenizer_dir") if isinstance(info, dict) else None
+        if tok_dir is not None and not _inside(tok_dir):
+            raise ManifestError(f"{path}: models.{name}.tokenizer_dir {tok_dir!r} is not a name inside the build folder; rebuild")
     try:  # after the checks above, whose messages say more about the common damages
         validate_manifest(manifest, path)
     except ManifestSchemaError as e:
@@ -69,9 +70,12 @@ def _inside(name) -> bool:
 def stray_files(build_dir, manifest: dict) -> list[str]:
     """Artifact-like files and temp paths in the folder that the manifest does not list: what an interrupted
     export or a second writer leaves behind. Sorted names."""
+    from export.backends import BACKENDS
+
+    suffixes = tuple(dict.fromkeys(f".{b.extension}" for b in BACKENDS.values())) + ARTIFACT_SIDECARS
     listed = {a["file"] for a in manifest["artifacts"]}
     return sorted(n for n in os.listdir(os.fspath(build_dir)) if n not in listed
-                  and (n.endswith(ARTIFACT_SUFFIXES) or (n.startswith(".") and ".tmp-" in n)))
+                  and (n.endswith(suffixes) or (n.startswith(".") and ".tmp-" in n)))
 
 
 def verify_sha256(build_dir, manifest: dict) -> list[str]:

@@ -5,13 +5,13 @@ build folder loaded back into both (the artifacts plus the eager fp32 references
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import numpy as np
 
 from compressors import evo as evo_lib
-from compressors.moos import DEMO_PROVENANCE as MOOS_DEFAULT, EagerScorer, MOOSCompressor
+from compressors.moos import EagerScorer, MOOSCompressor
+from compressors.spec import get_spec
 
 from .manifest import ManifestError, read_manifest
 from .runners import BaseRunner, RunnerUnavailable, load_runner
@@ -79,24 +79,6 @@ def evo_compress(runner: BaseRunner, visual_tokens, text_embeds, ratio: float | 
     return (kept[0], idx[0]) if single else (kept, idx)
 
 
-def _checkpoint_path(model: str, provenance: str) -> str | None:
-    """None for an embedded default (EvoComp: the shipped trained one, or seeded untrained weights of the
-    recorded config), else the checkpoint folder the build was made from."""
-    default = MOOS_DEFAULT if model == "moos" else evo_lib.default_evo().provenance
-    if provenance == default or (model == "evo" and provenance == evo_lib.DEMO_PROVENANCE):
-        return None
-    if model == "moos" and provenance == evo_lib.DEMO_PROVENANCE:
-        raise ManifestError("moos: the build was made with the former untrained MOOSComp default, which is gone: "
-                            "rebuild it (python -m export.build)")
-    if isinstance(provenance, str) and provenance.startswith("checkpoint "):
-        path = provenance[len("checkpoint "):]
-        if not os.path.isdir(path):
-            raise ManifestError(f"{model}: the build was made from checkpoint {path}, which is not here; "
-                                "the eager reference needs it (copy it back or rebuild)")
-        return path
-    raise ManifestError(f"{model}: unknown provenance {provenance!r} (expected {default!r} or 'checkpoint PATH')")
-
-
 @dataclasses.dataclass
 class Build:
     """A build folder: manifest, artifact runners, and the eager fp32 references rebuilt from its provenance."""
@@ -104,6 +86,7 @@ class Build:
     dir: str
     manifest: dict
     threads: int | None = None
+    _references: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def artifacts(self, model: str | None = None) -> list[dict]:
         return [a for a in self.manifest["artifacts"] if model is None or a["model"] == model]
@@ -111,40 +94,21 @@ class Build:
     def runner(self, artifact: dict) -> BaseRunner:
         return load_runner(self.dir, artifact, threads=self.threads)
 
-    @functools.cached_property
+    def reference(self, name: str):
+        """The eager fp32 reference of compressor `name`, rebuilt by its spec from the manifest (cached); its
+        errors say why (runtime_py.parity.load_references turns them into one ManifestError line)."""
+        if name not in self._references:
+            self._references[name] = get_spec(name).reference(self.manifest["models"][name], self.dir)
+        return self._references[name]
+
+    @property
     def moos(self) -> MOOSCompressor:
         """The eager reference compressor, with the build's tokenizer, at the build's largest bucket."""
-        from transformers import AutoTokenizer
+        return self.reference("moos")
 
-        info = self.manifest["models"]["moos"]
-        outlier = info.get("outlier") or "representation"
-        kwargs = {"outlier": outlier, "special_tokens": info.get("special_tokens", "llmlingua")}
-        path = _checkpoint_path("moos", info.get("provenance"))
-        ref = MOOSCompressor.from_default(**kwargs) if path is None else MOOSCompressor.from_pretrained(path, **kwargs)
-        tok_dir = os.path.join(self.dir, info.get("tokenizer_dir", "moos_tokenizer"))
-        if not os.path.isdir(tok_dir):
-            raise ManifestError(f"moos: tokenizer folder {tok_dir} is missing from the build; rebuild it")
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        if tokenizer.get_vocab() != ref.tokenizer.get_vocab():
-            raise ManifestError(f"moos: the build's tokenizer ({len(tokenizer)} tokens) differs from the checkpoint's "
-                                f"({len(ref.tokenizer)}): the build is inconsistent, rebuild it")
-        buckets = info.get("buckets") or sorted({a["bucket"] for a in self.artifacts("moos")})
-        return MOOSCompressor(tokenizer, EagerScorer(ref.torch_module), outlier=outlier, outlier_weight=ref.outlier_weight,
-                              rarity_table=ref.rarity_table, max_seq_len=min(512, max(buckets)),
-                              special_tokens=kwargs["special_tokens"], provenance=ref.provenance, torch_module=ref.torch_module)
-
-    @functools.cached_property
+    @property
     def evo(self) -> evo_lib.EvoCompressor:
-        """The eager EvoComp reference: the checkpoint, the shipped trained default, or the seeded untrained
-        weights of the recorded config."""
-        info = self.manifest["models"]["evo"]
-        path = _checkpoint_path("evo", info.get("provenance"))
-        if path is not None:
-            return evo_lib.EvoCompressor.load(path)
-        if info.get("provenance") != evo_lib.DEMO_PROVENANCE:
-            return evo_lib.default_evo()
-        config = evo_lib.EvoCompConfig.from_dict(info["config"]) if info.get("config") else evo_lib.EvoCompConfig()
-        return evo_lib.seeded_evo(config, int(info.get("seed", 0)))
+        return self.reference("evo")
 
     def moos_compressor(self, artifacts: list[dict]) -> MOOSCompressor:
         """compress_prompt through the given bucket artifacts (one backend and quant) instead of eager."""

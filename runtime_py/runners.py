@@ -155,7 +155,10 @@ class EagerRunner(BaseRunner):
 class ExecuTorchRunner(BaseRunner):
     """A .pte through the executorch Python runtime, method "forward"."""
 
-    def __init__(self, path, output_names: list[str] | None = None, input_spec: dict | None = None, backend: str = "xnnpack"):
+    def __init__(self, path, output_names: list[str] | None = None, input_spec: dict | None = None,
+                 delegate: str | None = None, threads: int | None = None):
+        """delegate: a backend the program needs registered (checked here, with a clear error); threads: unused,
+        XNNPACK picks its own."""
         import torch
 
         self.torch, self.name = torch, os.path.basename(os.fspath(path))
@@ -166,8 +169,8 @@ class ExecuTorchRunner(BaseRunner):
         from executorch.runtime import Runtime
 
         runtime = Runtime.get()
-        if backend == "etcoreml" and not runtime.backend_registry.is_available("CoreMLBackend"):
-            raise RunnerUnavailable(f"{self.name}: the CoreML delegate needs macOS/iOS: this executorch runtime has "
+        if delegate and not runtime.backend_registry.is_available(delegate):
+            raise RunnerUnavailable(f"{self.name}: the {delegate} delegate needs macOS/iOS: this executorch runtime has "
                                     f"only {runtime.backend_registry.registered_backend_names}; run it on a Mac or an iPhone")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{self.name}: no such .pte file: {path}")
@@ -224,7 +227,7 @@ class CoreMLRunner(BaseRunner):
     """An .mlpackage through coremltools' MLModel.predict, which Core ML only provides on macOS."""
 
     def __init__(self, path, output_names: list[str] | None = None, input_spec: dict | None = None,
-                 compute_units: str = "CPU_ONLY"):
+                 compute_units: str = "CPU_ONLY", threads: int | None = None):
         self.name = os.path.basename(os.fspath(path).rstrip("/"))
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{self.name}: no such .mlpackage directory: {path}")
@@ -245,23 +248,19 @@ class CoreMLRunner(BaseRunner):
         return [np.asarray(out[k], dtype=np.float32) for k in self.output_names]
 
 
-RUNNERS_BY_BACKEND = {"xnnpack": ExecuTorchRunner, "etcoreml": ExecuTorchRunner, "onnx": OnnxRunner, "coreml": CoreMLRunner}
-
-
 def load_runner(build_dir, artifact: dict, threads: int | None = None) -> BaseRunner:
-    """The runner for one manifest entry of a build folder, checked against the entry's input spec."""
-    backend = artifact.get("backend")
-    if backend not in RUNNERS_BY_BACKEND:
-        raise ValueError(f"{artifact.get('file')}: unknown backend {backend!r} (one of {sorted(RUNNERS_BY_BACKEND)})")
+    """The runner for one manifest entry of a build folder (its backend's, export/backends.py), checked against
+    the entry's input spec."""
+    from export.backends import BACKENDS
+
+    backend = BACKENDS.get(artifact.get("backend"))
+    if backend is None:
+        raise ValueError(f"{artifact.get('file')}: unknown backend {artifact.get('backend')!r} (one of {sorted(BACKENDS)})")
     for module in artifact.get("runtime_imports") or []:  # kernel libraries the artifact needs registered
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise RuntimeError(f"{artifact['file']} needs `import {module}` for its kernels, which fails: {e}") from None
     path = os.path.join(os.fspath(build_dir), artifact["file"])
-    kwargs = {"output_names": artifact.get("output_names"), "input_spec": artifact.get("input_spec")}
-    if backend in ("xnnpack", "etcoreml"):
-        kwargs["backend"] = backend
-    elif backend == "onnx":
-        kwargs["threads"] = threads
-    return RUNNERS_BY_BACKEND[backend](path, **kwargs)
+    return backend.runner_class()(path, output_names=artifact.get("output_names"), input_spec=artifact.get("input_spec"),
+                                  threads=threads, **backend.runner_options)

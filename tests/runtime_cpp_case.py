@@ -3,7 +3,7 @@
     python tests/runtime_cpp_case.py {bert,xlmr,xlmr-spm,default} OUT_DIR [--pte BUCKET] [--sentences N]
 
 OUT_DIR gets moos_tokenizer/ (the compressor's tokenizer, saved as export.build saves it), vectors.json
-from export.vectors.write_vectors, and with --pte an fp32 XNNPACK .pte of the scorer at that bucket plus a
+from compressors.vectors.write_vectors, and with --pte an fp32 XNNPACK .pte of the scorer at that bucket plus a
 tiny EvoComp .pte (evo.pte) whose inputs and logits are in the vectors. One torch thread: several cases
 run side by side on two cores, and oversubscribed threads made a tiny model 8x slower here.
 """
@@ -24,7 +24,7 @@ from checkpoints import make_bert, make_xlmr  # noqa: E402
 from compressors.evo import EvoCompConfig, EvoCompressor  # noqa: E402
 from compressors.moos import MOOSCompressor  # noqa: E402
 from compressors.moos_scorer import INPUT_NAMES, example_inputs  # noqa: E402
-from export.vectors import write_vectors  # noqa: E402
+from compressors.vectors import write_vectors  # noqa: E402
 
 TINY_EVO = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, max_visual_tokens=36,
                 max_text_tokens=8, grid=(6, 6))

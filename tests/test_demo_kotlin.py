@@ -137,7 +137,7 @@ TEXTS = [
     "New York is big. New York is busy. e.g. this, e.g. that... New York! . . . , , , ? ! . . .",
 ]
 
-# The compress_prompt options the JNI surface carries (moosCompress's arguments), as export/vectors.py varies them.
+# The compress_prompt options the JNI surface carries (moosCompress's arguments), as compressors/vectors.py varies them.
 OPTIONS = [{"rate": 0.33}, {"rate": 0.6}, {"rate": 0.5, "target_token": 20},
            {"rate": 0.33, "force_tokens": ["\n", ".", "New York", "Café"]},
            {"rate": 0.33, "force_tokens": ["\n", ".", "New York", "Café"], "drop_consecutive": True},

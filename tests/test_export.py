@@ -21,7 +21,7 @@ from export import coreml_export, executorch_coreml, executorch_xnnpack, onnx_ex
 from compkit.files import sha256_path
 from export.targets import TARGETS, artifact_name, plan
 from export.xnnpack_rewrites import DelegableLayerNorm, DelegableSelfAttention, xnnpack_form
-from quant.calibration import evo_calibration, moos_calibration
+from compressors.calibration import evo_calibration, moos_calibration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A compact-style design at tiny widths (both inputs projected); the paper's design: TINY_PAPER
@@ -34,7 +34,7 @@ L = 32  # the test bucket
 @pytest.fixture(scope="module")
 def moos(bert_dir):
     comp = MOOSCompressor.from_pretrained(bert_dir)
-    comp.torch_module.for_export()
+    comp.torch_module = comp.torch_module.for_export()  # the module the exporters take
     return comp
 
 
@@ -91,12 +91,13 @@ def kept(scores, frac=0.33):
 
 # ------------------------------------------------------------------------------------------------ registry
 def test_targets_registry_is_consistent():
-    backends = build_cli.BACKENDS
+    from export.backends import BACKENDS
+
     for target, recipes in TARGETS.items():
         assert recipes, target
         for r in recipes:
-            assert r.backend in backends, r
-            assert r.quant in backends[r.backend].QUANTS, r
+            assert r.backend in BACKENDS, r
+            assert r.quant in BACKENDS[r.backend].recipes, r
             assert r.buckets in ("all", "largest"), r
     union = {r for t in ("android", "ios", "desktop") for r in TARGETS[t]}
     assert set(TARGETS["all"]) == union and len(TARGETS["all"]) == len(union)
@@ -430,7 +431,7 @@ def test_cli_android_end_to_end(bert_dir, evo_dir, tmp_path):
         assert all(a["enabled"] and a["parity"] is not None for a in fp32), [(a["file"], a["disabled_reason"]) for a in fp32]
     assert "artifact" in r.stdout and "moos_xnnpack_fp32_32.pte" in r.stdout.split("artifact", 1)[-1]  # summary
     # a forked export worker writes the same bytes as an export in this process
-    job = build_cli.load_evo(evo_dir, 36)
+    job = build_cli.load_job("evo", evo_dir, {"visual_tokens": 36})
     here = str(tmp_path / "evo_here.pte")
     executorch_xnnpack.export(job.module, tuple(job.example(None)), job.input_names, job.output_names, "fp32", here)
     assert sha256_path(here) == next(a["sha256"] for a in m["artifacts"] if a["file"] == "evo_xnnpack_fp32.pte")

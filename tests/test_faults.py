@@ -173,15 +173,15 @@ def test_a_claimed_folder_refuses_a_second_export(tmp_path):
 
 
 def _fail_manifest_write(monkeypatch, on_call: int):
-    real, calls = build_cli.write_bytes, []
+    real, calls = build_cli.write_json, []
 
-    def write_bytes(path, data):
+    def write_json(path, obj):
         calls.append(path)
         if path.endswith("manifest.json") and len([c for c in calls if c.endswith("manifest.json")]) == on_call:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        return real(path, data)
+        return real(path, obj)
 
-    monkeypatch.setattr(build_cli, "write_bytes", write_bytes)
+    monkeypatch.setattr(build_cli, "write_json", write_json)
 
 
 def test_export_disk_full_at_the_first_manifest(evo_dir, tmp_path, capsys, monkeypatch):

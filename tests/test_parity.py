@@ -12,7 +12,7 @@ import pytest
 
 import tiny_build
 from compressors import corpus as shipped_corpus
-from runtime_py import parity
+from runtime_py import parity, parity_moos
 from runtime_py.manifest import artifact_sha256
 
 PERTURBED = ("moos_onnx_int8dyn_32.onnx", "moos_onnx_int8dyn_64.onnx")
@@ -68,7 +68,7 @@ def test_clean_build_passes_and_records(full_build, prompts_file, tmp_path, caps
         values = list(d["word_agreement"].values()) + list(d["exact_text"].values()) if f.startswith("moos") else list(d["iou"].values())
         assert values and all(v == 1.0 for v in values)
     assert set(by_file["moos_onnx_fp32_64.onnx"]["decisions"]["word_agreement"]) == {"0.25", "0.33", "0.5"}
-    assert by_file["moos_onnx_fp32_64.onnx"]["decisions"]["outlier_weights"] == [0.0, parity.MOOSCOMP_OUTLIER_WEIGHT]
+    assert by_file["moos_onnx_fp32_64.onnx"]["decisions"]["outlier_weights"] == [0.0, parity_moos.MOOSCOMP_OUTLIER_WEIGHT]
     assert set(by_file["evo_onnx_fp32.onnx"]["decisions"]["iou"]) == {"2x", "3x", "4x"}
     coreml = by_file["evo_coreml_fp16.mlpackage"]
     assert coreml["status"] == "skipped" and "needs macOS" in coreml["reasons"][0] and "numeric" not in coreml
@@ -105,12 +105,12 @@ def test_perturbed_artifact_is_disabled(full_build, prompts_file, tmp_path, caps
 def test_fp32_artifact_with_small_numeric_error_fails_max_abs():
     rec = {"numeric": {"max_abs": 3e-4, "mean_abs": 1e-5, "psnr_db": 80.0},
            "decisions": {"word_agreement": {"0.25": 1.0}, "exact_text": {"0.25": 1.0}}}
-    assert parity.judge(rec, "fp32") == ["max-abs 3.00e-04 > 1e-04"]
-    assert parity.judge(rec, "int8") == []
+    assert parity.judge(rec, "fp32", "moos") == ["max-abs 3.00e-04 > 1e-04"]
+    assert parity.judge(rec, "int8", "moos") == []
     rec["decisions"]["word_agreement"]["0.5"] = 0.97
-    assert parity.judge(rec, "int8") == ["word agreement 0.9700 < 0.98 at 0.5"]
-    assert parity.judge({"numeric": {"nonfinite": 3}, "decisions": {}}, "fp16") == ["3 non-finite outputs"]
-    assert parity.judge({"decisions": {"iou": {"2x": 1.0, "3x": 0.94}}}, "4bit") == ["top-k IoU 0.9400 < 0.95 at 3x"]
+    assert parity.judge(rec, "int8", "moos") == ["word agreement 0.9700 < 0.98 at 0.5"]
+    assert parity.judge({"numeric": {"nonfinite": 3}, "decisions": {}}, "fp16", "moos") == ["3 non-finite outputs"]
+    assert parity.judge({"decisions": {"iou": {"2x": 1.0, "3x": 0.94}}}, "4bit", "evo") == ["top-k IoU 0.9400 < 0.95 at 3x"]
 
 
 def test_numeric_metrics():

@@ -1,6 +1,6 @@
 """runtime_cpp (the native core) against the Python reference, through its own GoogleTest suite.
 
-Builds runtime_cpp (cached by runtime_cpp/build.py), writes shared vectors with export.vectors for a tiny
+Builds runtime_cpp (cached by runtime_cpp/build.py), writes shared vectors with compressors.vectors for a tiny
 WordPiece BERT (plus its fp32 XNNPACK .pte and a tiny EvoComp .pte), a tiny SentencePiece XLM-R in two
 normalizer layouts (the public checkpoint's SentencePiece charsmap, and tokenizers' Nmt + NFKC) and the
 embedded MiniLM default, then runs ctest with them. The C++ tests assert: token ids and pieces exact,

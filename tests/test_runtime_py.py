@@ -113,7 +113,7 @@ def test_coreml_delegated_pte_is_unavailable_here():
     if Runtime.get().backend_registry.is_available("CoreMLBackend"):
         pytest.skip("this executorch runtime has the CoreML backend")
     with pytest.raises(RunnerUnavailable, match="needs macOS"):
-        ExecuTorchRunner("moos_etcoreml_fp16_512.pte", backend="etcoreml")
+        ExecuTorchRunner("moos_etcoreml_fp16_512.pte", delegate="CoreMLBackend")
 
 
 PROMPT_KINDS = ("meeting", "code", "table-like", "multilingual", "math")

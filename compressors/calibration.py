@@ -17,24 +17,15 @@ Seeds here (1000+) differ from the parity corpus's, so calibration never sees a 
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROMPTS = os.path.join(ROOT, "compressors", "data", "prompts.jsonl")
+from .corpus import PROMPTS, corpus_texts
+
 FILLS = (1.0, 0.75, 0.5, 0.25)
 EVO_SEED = 1000
-
-
-def corpus_texts(path: str = PROMPTS) -> list[str]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"calibration corpus not found: {path} (it ships with compkit; restore it from git)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
 
 
 def moos_calibration(compressor, seq_len: int, count: int = 8, path: str = PROMPTS) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -21,9 +21,11 @@ import copy
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from compkit.files import write_bytes, write_text
+from compressors.corpus import corpus_texts
 
 SCHEMA = 1
 RATES = (0.25, 0.33, 0.5)
@@ -68,12 +70,6 @@ def _sentences(texts: list[str], limit: int) -> list[str]:
                 seen.add(s)
                 out.append(s)
     return out[:limit]
-
-
-def corpus_texts() -> list[str]:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "compressors", "data", "prompts.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
 
 
 class _RecordingScorer:
@@ -130,11 +126,7 @@ def _evo_vectors(evo, bin_path: str | None) -> dict:
         with torch.no_grad():
             logits = evo(v, e, m)[0].numpy().astype(np.float32)
         arrays = [v.numpy().astype(np.float32), e.numpy().astype(np.float32), m.numpy().astype(np.float32)]
-        tmp = bin_path + ".tmp"
-        with open(tmp, "wb") as f:
-            for a in arrays:
-                f.write(np.ascontiguousarray(a).astype("<f4").tobytes())
-        os.replace(tmp, bin_path)
+        write_bytes(bin_path, b"".join(np.ascontiguousarray(a).astype("<f4").tobytes() for a in arrays))
         out["model"] = {"bin": os.path.basename(bin_path), "visual_shape": list(v.shape[1:]), "text_shape": list(e.shape[1:]),
                         "keep_logits": logits.tolist(),
                         "kept": {str(r): select(logits, ratio=r).tolist() for r in (2.0, 3.0, 4.0)}}
@@ -191,14 +183,5 @@ def write_vectors(compressor, evo, out_path, *, max_sentences: int = 300, cases_
         "compress": compress,
         "evo": _evo_vectors(evo, bin_path),
     }
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".json", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the vectors ship with the artifacts
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text(os.fspath(out_path), json.dumps(data, ensure_ascii=False, allow_nan=False))
     return os.fspath(out_path)
