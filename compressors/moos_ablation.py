@@ -56,13 +56,56 @@ class CachedScorer:
         return self.memo[key]
 
 
-def compressor_for(model, tokenizer):
+def _top_scorer_class():
+    import torch
+
+    from .moos_scorer import MASK_VALUE, TokenScorer, representation_outlier_z
+
+    class TopScorer(TokenScorer):
+        """TokenScorer whose frozen bottom (embeddings + the layers below the trained top) is memoised by input,
+        shared by every variant: the variants differ only above it. The first batch is checked against the
+        plain TokenScorer."""
+
+        def __init__(self, model, train_layers: int, memo: dict):
+            super().__init__(model)
+            self.k, self.memo, self.checked = model.config.num_hidden_layers - train_layers, memo, False
+
+        def forward(self, input_ids, attention_mask):
+            base = self.model.base_model
+            mask = attention_mask.to(torch.float32)
+            additive = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]
+            key = input_ids.numpy().tobytes() + attention_mask.numpy().tobytes()
+            if key not in self.memo:
+                h = base.embeddings(input_ids=input_ids.to(torch.long))
+                for layer in base.encoder.layer[: self.k]:
+                    h = layer(h, additive)
+                self.memo[key] = h
+            hidden = self.memo[key]
+            for layer in base.encoder.layer[self.k :]:
+                hidden = layer(hidden, additive)
+            keep_prob = torch.softmax(self.model.classifier(hidden), dim=-1)[..., 1]
+            out = keep_prob, representation_outlier_z(hidden, mask)
+            if not self.checked:
+                ref = TokenScorer.forward(self, input_ids, attention_mask)
+                if not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out, ref)):
+                    raise RuntimeError("the memoised-bottom scorer disagrees with TokenScorer")
+                self.checked = True
+            return out
+
+    return TopScorer
+
+
+def compressor_for(model, tokenizer, bottom_memo: dict | None = None):
+    """MOOSCompressor on (a copy of) the model; with bottom_memo, the frozen bottom's outputs are memoised there
+    (for variants that share it: top-layer fine-tunes of one base)."""
     from .moos import EagerScorer, MOOSCompressor, add_force_token_slots
     from .moos_scorer import TokenScorer
 
     model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
     add_force_token_slots(model, tokenizer)
-    return MOOSCompressor(tokenizer, CachedScorer(EagerScorer(TokenScorer(model.eval()))), outlier="representation")
+    scorer = TokenScorer(model.eval()) if bottom_memo is None else _top_scorer_class()(model.eval(), md.TRAIN_LAYERS,
+                                                                                         bottom_memo)
+    return MOOSCompressor(tokenizer, CachedScorer(EagerScorer(scorer)), outlier="representation")
 
 
 def setting(comp, outlier: str, weight: float, rarity):
@@ -157,6 +200,7 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, val_samples: int, test_
                           "outlier_weights": list(weights), "rates": list(rates), "seeds": list(seeds),
                           "train_layers": md.TRAIN_LAYERS, "threads": threads}, "runs": {}}
     cache: dict = {}
+    bottom_memo: dict = {}
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     rarity = None
@@ -179,7 +223,7 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, val_samples: int, test_
                     split = train_moos.Split(model, md.TRAIN_LAYERS, cache)
                     test_w = train_moos.encode(sets["test"][1], tokenizer)
                     info["test_pieces"] = train_moos.evaluate(split, test_w, 32, tokenizer.pad_token_id, "sample", "test")
-                    comp = compressor_for(model, tokenizer)
+                    comp = compressor_for(model, tokenizer, bottom_memo)
                     if rarity is None:  # on the compressor's tokenizer (with its force-token slots)
                         rarity = RarityTable.from_texts(comp.tokenizer, [r["question"] for r in train_rows],
                                                         source=f"GSM8K train, first {len(train_rows)} questions")
@@ -203,15 +247,19 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, val_samples: int, test_
                         if ship == v.name and seed == seeds[0]:
                             md.save_shipped(state, md.SHIPPED, meta)
                             results["shipped"] = f"{v.name} seed {seed}"
+                    write_outputs(results, out_dir)  # after every run: a long ablation cut short still reports
     finally:
         torch.set_num_threads(old_threads)
+    return results
+
+
+def write_outputs(results: dict, out_dir: str) -> None:
     results["summary"] = summarise(results)
     results["choice"] = choose(results)
     os.makedirs(out_dir, exist_ok=True)
     write_text(os.path.join(out_dir, "ablation.json"), dumps_json(results).rstrip("\n"))  # as json.dump wrote it
     write_text(os.path.join(out_dir, "ablation.md"), markdown(results))
     plot(results, os.path.join(out_dir, "ablation.png"))
-    return results
 
 
 def cell(values) -> dict:
@@ -344,9 +392,10 @@ def main(argv=None) -> int:
     ap.add_argument("--val-samples", type=int, default=300, help="validation: the last N train questions")
     ap.add_argument("--test-samples", type=int, default=0, help="first N test questions (0 = all 1,319)")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--variants", default="0,0.5,2", help="BETA[:batch][:dwW] list (the untrained head always runs)")
+    ap.add_argument("--variants", default="0,0.5,0:dw10,0.5:dw10,0.25,1,0.5:batch,0:dw3,1:dw10",
+                    help="BETA[:batch][:dwW] list (the untrained head always runs)")
     ap.add_argument("--seeds", default="0,1", help="head init and shuffling seeds; cells are mean and spread")
-    ap.add_argument("--weights", default="0.3,1", help="outlier weights, for both outlier kinds")
+    ap.add_argument("--weights", default="0.1,0.3", help="outlier weights, for both outlier kinds")
     ap.add_argument("--rates", default="0.25,0.33,0.5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ship", default=None, help="write this variant's (first seed's) model as the shipped default")
