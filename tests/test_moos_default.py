@@ -24,6 +24,16 @@ def test_normalise_and_label_rule():
     assert len(lab["words"]) == len(lab["labels"])
 
 
+def test_validation_is_the_last_train_questions_and_never_trained_on():
+    rows = [{"question": f"q{i}", "answer": "a"} for i in range(10)]
+    train, val = md.split_train(rows, 4, 3)
+    assert [r["question"] for r in val] == ["q7", "q8", "q9"] and [r["question"] for r in train] == ["q0", "q1", "q2", "q3"]
+    assert len(md.split_train(rows, 0, 3)[0]) == 7  # 0 = all but validation
+    for n_train, n_val in ((8, 3), (2, 0), (2, 10)):
+        with pytest.raises(md.moos_labels.LabelDataError):
+            md.split_train(rows, n_train, n_val)
+
+
 def test_shipped_tensors_are_small_and_say_what_they_learned():
     assert os.path.getsize(md.SHIPPED) < 5_000_000
     assert "GSM8K train" in md.shipped_provenance()
