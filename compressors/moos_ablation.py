@@ -295,7 +295,7 @@ def choose(results: dict, rate: float = 0.33) -> dict:
             continue
         for key in s:
             if key.startswith("val_compression.") and key.endswith(f"@{rate:g}.solution_words_kept"):
-                outlier = key.split(".")[1].split("@")[0]
+                outlier = key[len("val_compression."):].split("@")[0]  # "rarity:0.1": not split at its "."
                 if name.startswith("CE+") or outlier != "none:0":  # a MOOSComp setting
                     if best is None or s[key]["mean"] > best[2]:
                         best = (name, outlier, s[key]["mean"])
