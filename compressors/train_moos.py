@@ -1,7 +1,8 @@
 """Train a MOOSComp token classifier the paper's way: cross-entropy + beta * S.
 
     python -m compressors.train_moos --train LABELS.jsonl --out DIR [--base CHECKPOINT|default]
-        [--eval HELDOUT.jsonl] [--beta 0.5] [--cosine-form sample|batch] [--train-layers N] [--epochs 3] ...
+        [--eval HELDOUT.jsonl] [--beta 0.5] [--cosine-form sample|batch] [--digit-weight 1] [--train-layers N]
+        [--epochs 3] ...
 
 LABELS.jsonl holds {"words", "labels"} lines (compressors.moos_labels writes them) or {"original",
 "compressed"} pairs (labelled on the fly). The base is any 2-label BERT/XLM-R *ForTokenClassification folder
@@ -12,6 +13,10 @@ split words), windows are [CLS] + 510 pieces + [SEP] (longer samples are cut int
 train_roberta.py truncates), cross-entropy over the pieces. Where compkit differs on purpose: [CLS], [SEP]
 and padding are ignored by the loss (train_roberta.py trains them as "discard", and its labels.insert(-1)
 shifts the last word's label onto [SEP]); AdamW, not Adam; the best epoch is chosen by held-out keep-F1.
+
+--digit-weight W (default 1 = plain CE) weighs the CE of pieces of words that hold a digit by W (a weighted
+mean over the batch's pieces): W > 1 pushes numbers' keep probability up, so they survive low rates without
+force_reserve_digit.
 
 S (compressors.losses.inter_class_cosine_loss) is taken on final-layer hidden states:
 - "sample": S of each window (its preserve x discard pairs), averaged over the windows that have both;
@@ -53,6 +58,7 @@ class TrainConfig:
     eval_fraction: float = 0.1
     beta: float = 0.0
     cosine_form: str = "sample"
+    digit_weight: float = 1.0  # CE weight of the pieces of words holding a digit (1 = plain CE)
     train_layers: int = 0  # 0 = every layer and the embeddings
     epochs: int = 3
     lr: float = 5e-5
@@ -73,6 +79,8 @@ class TrainError(CompkitError, ValueError):
 def check_config(cfg: TrainConfig) -> None:
     if cfg.beta < 0:
         raise TrainError(f"--beta must be >= 0 (0 is plain cross-entropy), not {cfg.beta}")
+    if not cfg.digit_weight > 0:
+        raise TrainError(f"--digit-weight must be > 0 (1 weighs number pieces as any other), not {cfg.digit_weight}")
     if cfg.cosine_form not in ("sample", "batch"):
         raise TrainError(f"--cosine-form must be 'sample' or 'batch', not {cfg.cosine_form!r}")
     for name in ("epochs", "batch_size"):
@@ -94,16 +102,23 @@ def load_base(base: str):
 
 
 # ------------------------------------------------------------------------------------------ data
-def encode(samples: list[dict], tokenizer, max_len: int = 512) -> list[tuple[list[int], list[int]]]:
-    """Word-labelled samples -> windows of (ids, piece labels): [CLS] + up to max_len - 2 pieces + [SEP]."""
+def has_digit(word: str) -> bool:
+    return any(c.isdigit() for c in word)
+
+
+def encode(samples: list[dict], tokenizer, max_len: int = 512) -> list[tuple[list[int], list[int], list[int]]]:
+    """Word-labelled samples -> windows of (ids, piece labels, piece digit flags): [CLS] + up to max_len - 2
+    pieces + [SEP]; a piece's digit flag is 1 when its word holds a digit (for --digit-weight)."""
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     windows, step = [], max_len - 2
     for s in samples:
         enc = tokenizer(s["words"], is_split_into_words=True, add_special_tokens=False)
         ids = enc["input_ids"]
         labels = [s["labels"][w] for w in enc.word_ids()]
+        digit = [int(has_digit(s["words"][w])) for w in enc.word_ids()]
         for a in range(0, len(ids), step):
-            windows.append(([cls_id] + ids[a : a + step] + [sep_id], [IGNORE] + labels[a : a + step] + [IGNORE]))
+            windows.append(([cls_id] + ids[a : a + step] + [sep_id], [IGNORE] + labels[a : a + step] + [IGNORE],
+                            [0] + digit[a : a + step] + [0]))
     return windows
 
 
@@ -117,9 +132,11 @@ def batches(windows, batch_size: int, pad_id: int, shuffle: bool, rng: random.Ra
         ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, (x, y) in enumerate(rows):
+        digit = torch.zeros((len(rows), n), dtype=torch.bool)
+        for i, (x, y, d) in enumerate(rows):
             ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        yield [order[j] for j in range(a, min(a + batch_size, len(order)))], ids, mask, labels
+            digit[i, : len(d)] = torch.tensor(d, dtype=torch.bool)
+        yield [order[j] for j in range(a, min(a + batch_size, len(order)))], ids, mask, labels, digit
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -178,6 +195,17 @@ class Split:
         return logits, h
 
 
+def piece_loss(logits, labels, digit, digit_weight: float = 1.0):
+    """Cross-entropy over the labelled pieces; pieces of digit words weigh `digit_weight` (a weighted mean,
+    so 1.0 is exactly the plain mean)."""
+    valid = labels != IGNORE
+    ce = F.cross_entropy(logits[valid], labels[valid], reduction="none")
+    if digit_weight == 1.0:
+        return ce.mean()
+    w = torch.where(digit[valid], torch.tensor(float(digit_weight)), torch.tensor(1.0))
+    return (w * ce).sum() / w.sum()
+
+
 def cosine_term(hidden, labels, form: str):
     if form == "batch":
         valid = labels != IGNORE
@@ -192,7 +220,7 @@ def evaluate(split: Split, windows, batch_size: int, pad_id: int, form: str = "s
     split.train(False)
     tp = fp = fn = correct = total = 0
     ce_sum, s_values = 0.0, []
-    for keys, ids, mask, labels in batches(windows, batch_size, pad_id, shuffle=False):
+    for keys, ids, mask, labels, _ in batches(windows, batch_size, pad_id, shuffle=False):
         keys = None if cache_prefix is None else [(cache_prefix, k) for k in keys]
         logits, hidden = split.top(split.bottom(ids, mask, keys), mask)
         valid = labels != IGNORE
@@ -248,9 +276,9 @@ def train(cfg: TrainConfig, *, model_and_tokenizer=None, progress: bool = True, 
             losses = []
             bar = tqdm(list(batches(train_w, cfg.batch_size, pad_id, True, rng)), desc=f"epoch {epoch}/{cfg.epochs}",
                        disable=not progress, leave=False)
-            for keys, ids, mask, labels in bar:
+            for keys, ids, mask, labels, digit in bar:
                 logits, hidden = split.top(split.bottom(ids, mask, [("train", k) for k in keys]), mask)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+                loss = piece_loss(logits, labels, digit, cfg.digit_weight)
                 if cfg.beta > 0:
                     loss = loss + cfg.beta * cosine_term(hidden, labels, cfg.cosine_form)
                 opt.zero_grad()

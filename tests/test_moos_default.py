@@ -24,6 +24,16 @@ def test_normalise_and_label_rule():
     assert len(lab["words"]) == len(lab["labels"])
 
 
+def test_validation_is_the_last_train_questions_and_never_trained_on():
+    rows = [{"question": f"q{i}", "answer": "a"} for i in range(10)]
+    train, val = md.split_train(rows, 4, 3)
+    assert [r["question"] for r in val] == ["q7", "q8", "q9"] and [r["question"] for r in train] == ["q0", "q1", "q2", "q3"]
+    assert len(md.split_train(rows, 0, 3)[0]) == 7  # 0 = all but validation
+    for n_train, n_val in ((8, 3), (2, 0), (2, 10)):
+        with pytest.raises(md.moos_labels.LabelDataError):
+            md.split_train(rows, n_train, n_val)
+
+
 def test_shipped_tensors_are_small_and_say_what_they_learned():
     assert os.path.getsize(md.SHIPPED) < 5_000_000
     assert "GSM8K train" in md.shipped_provenance()
@@ -62,7 +72,7 @@ def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
     from compressors import moos_ablation
 
     names, items = ["Ana", "Ben", "Carl", "Dina"], ["apples", "books", "coins", "pens"]
-    for split, n in (("train", 24), ("test", 8)):
+    for split, n in (("train", 30), ("test", 8)):
         with open(tmp_path / f"{split}.jsonl", "w") as f:
             for i in range(n):
                 a, b, who, what = 3 + i, 7 + 2 * i, names[i % 4], items[(i // 4) % 4]
@@ -72,14 +82,19 @@ def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
     out = tmp_path / "ablation"
     before = open(md.SHIPPED, "rb").read()
     assert moos_ablation.main(["--gsm8k", str(tmp_path), "--out-dir", str(out), "--train-samples", "24",
-                               "--test-samples", "8", "--epochs", "1", "--betas", "0.5", "--weights", "1",
-                               "--rates", "0.33"]) == 0
+                               "--val-samples", "6", "--test-samples", "0", "--epochs", "1", "--variants", "0,0.5:dw3",
+                               "--seeds", "0,1", "--weights", "1", "--rates", "0.33"]) == 0
     res = json.loads((out / "ablation.json").read_text())
-    assert set(res["variants"]) == {"untrained", "CE", "CE+0.5*S"}
-    assert {"none:0@0.33", "representation:1@0.33", "rarity:1@0.33"} == set(res["variants"]["CE"]["compression"])
-    assert (out / "ablation.md").read_text().count("| CE+0.5*S |") == 4 and (out / "ablation.png").exists()
-    assert sorted(os.listdir(out / "variants")) == ["CE+0.5*S.safetensors", "CE.safetensors"]
-    assert open(md.SHIPPED, "rb").read() == before  # no --ship-beta: the shipped default is untouched
+    assert res["config"]["test_samples"] == 8 and res["config"]["val_samples"] == 6  # 0 = every test question
+    assert set(res["runs"]) == {"untrained", "CE", "CE+0.5*S[dw3]"} and set(res["runs"]["CE"]) == {"0", "1"}
+    assert {"none:0@0.33", "representation:1@0.33", "rarity:1@0.33"} == set(res["runs"]["CE"]["0"]["test_compression"])
+    cell = res["summary"]["CE"]["test_compression.none:0@0.33.solution_words_kept"]
+    assert len(cell["values"]) == 2 and cell["spread"] == max(cell["values"]) - min(cell["values"])
+    assert res["choice"]["variant"] == "CE+0.5*S[dw3]" or res["choice"]["outlier"] != "none:0"
+    assert (out / "ablation.md").read_text().count("| CE+0.5*S[dw3] |") == 7 and (out / "ablation.png").exists()
+    assert sorted(os.listdir(out / "variants")) == ["CE+0.5*S[dw3]-seed0.safetensors", "CE+0.5*S[dw3]-seed1.safetensors",
+                                                    "CE-seed0.safetensors", "CE-seed1.safetensors"]
+    assert open(md.SHIPPED, "rb").read() == before  # no --ship: the shipped default is untouched
 
 
 def test_default_loads_quietly_and_leaves_transformers_verbosity_alone(capfd):

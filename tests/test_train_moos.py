@@ -73,9 +73,35 @@ def test_top_layers_only_and_batch_form(data):
     assert json.loads((data["dir"] / "top1" / "metrics.json").read_text())["history"][-1]["epoch"] == 1
 
 
+def test_digit_weight_changes_the_loss_and_1_is_plain_ce(data):
+    import torch
+    import torch.nn.functional as F
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(data["base"])
+    samples = [{"words": ["the", "42", "alpha", "of", "1999"], "labels": [0, 1, 1, 0, 1]},
+               {"words": ["so", "7", "very"], "labels": [0, 1, 0]}]
+    windows = tm.encode(samples, tok)
+    assert [d for _, _, d in windows][1] == [0] + [1 if w == "7" else 0 for w in ["so", "7", "very"]
+                                                   for _ in tok.tokenize(w)] + [0]
+    _, ids, mask, labels, digit = next(tm.batches(windows, 8, tok.pad_token_id, shuffle=False))
+    assert digit.any() and (~digit & (labels != tm.IGNORE)).any()
+    logits = torch.randn(*labels.shape, 2, generator=torch.Generator().manual_seed(0))
+    plain = F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1), ignore_index=tm.IGNORE)
+    assert torch.allclose(tm.piece_loss(logits, labels, digit, 1.0), plain)
+    valid = labels != tm.IGNORE
+    ce = F.cross_entropy(logits[valid], labels[valid], reduction="none")
+    w = torch.where(digit[valid], 10.0, 1.0)
+    weighted = tm.piece_loss(logits, labels, digit, 10.0)
+    assert torch.allclose(weighted, (w * ce).sum() / w.sum()) and not torch.allclose(weighted, plain)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--beta", "-1"], "--beta must be >= 0"),
     (["--cosine-form", "pairs"], "--cosine-form must be"),
+    (["--digit-weight", "0"], "--digit-weight must be > 0"),
+    (["--digit-weight", "-3"], "--digit-weight must be > 0"),
     (["--base", "MODEL_ONLY"], "not a *ForTokenClassification"),
     (["--train", "NOT_JSON"], "not JSON"),
     (["--train", "BAD_COUNT"], "2 labels for 3 words"),
