@@ -49,7 +49,13 @@ class MLLMConfig:
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0
-    version: int = 1  # bump when the recipe changes, so the cache key changes
+    version: int = 2  # bump when the recipe changes, so the cache key changes
+    # v2: with probability p_drop per batch the LLM sees only k random visual tokens (k drawn from
+    # keep_counts; kept in order, spliced contiguously as LlavaAdapter prunes at l = 0), so that it
+    # learns to answer from a subset. v1 (trained on full images only) is
+    # MLLMConfig(version=1, p_drop=0.0, keep_counts=()).
+    p_drop: float = 0.5
+    keep_counts: tuple = (32, 21, 16, 8, 4, 1)
 
     @property
     def n_visual(self):
@@ -61,7 +67,15 @@ class MLLMConfig:
         return (side, side)
 
     def key(self):
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        d = asdict(self)
+        if not self.p_drop:  # v1's fields only: its cache key is the one it always had
+            d.pop("p_drop"), d.pop("keep_counts")
+        else:
+            d["keep_counts"] = list(self.keep_counts)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+V1 = dict(version=1, p_drop=0.0, keep_counts=())
 
 
 def cache_root():
@@ -191,15 +205,48 @@ def answer_logits(model, ids, mask, pixels, answer_pos):
     return model.lm_head(hidden[torch.arange(len(ids)), answer_pos - 1])
 
 
+def random_keep(batch, n_visual, k, rng):
+    """[B, k] indices of k random visual tokens per sample, each row in original order."""
+    return torch.from_numpy(np.sort(np.stack([rng.choice(n_visual, k, replace=False) for _ in range(batch)]), axis=1))
+
+
+def subset_answer_logits(model, tok, items, cfg, pixels, keep):
+    """(answer logits, answer ids) when the LLM sees only the visual tokens keep [B, k] of each image,
+    spliced contiguously between [BOS] and the question (LlavaAdapter's l = 0 pruning)."""
+    k = keep.shape[1]
+    seqs = [prompt_ids(tok, q, k) + [answer_id(tok, a)] for _, q, a in items]
+    length = max(map(len, seqs))
+    ids = torch.full((len(seqs), length), PAD_ID, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    pos = torch.tensor([len(s) - 1 for s in seqs])
+    visual = model.model.get_image_features(
+        pixel_values=pixels([p for p, _, _ in items]), vision_feature_layer=model.config.vision_feature_layer,
+        vision_feature_select_strategy=model.config.vision_feature_select_strategy).pooler_output
+    visual = torch.stack(list(visual)) if isinstance(visual, (list, tuple)) else visual
+    rows = torch.arange(len(items))
+    emb = model.get_input_embeddings()(ids)
+    emb = torch.cat([emb[:, :1], visual[rows[:, None], keep].to(emb.dtype), emb[:, 1 + k:]], dim=1)
+    hidden = model.model.language_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+    return model.lm_head(hidden[rows, pos - 1]), ids[rows, pos]
+
+
 @torch.no_grad()
-def accuracy(model, tok, items, cfg, pixels, batch=128):
+def accuracy(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
+    """Answer accuracy with all visual tokens, or (keep = k) with k random ones per image (seeded)."""
     model.eval()
-    right = 0
+    right, rng = 0, np.random.default_rng(seed)
     for s in range(0, len(items), batch):
         chunk = items[s:s + batch]
-        ids, mask, pos = encode_batch(tok, chunk, cfg)
-        pred = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos).argmax(-1)
-        right += int((pred == ids[torch.arange(len(ids)), pos]).sum())
+        if keep is None:
+            ids, mask, pos = encode_batch(tok, chunk, cfg)
+            pred = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos).argmax(-1)
+            right += int((pred == ids[torch.arange(len(ids)), pos]).sum())
+        else:
+            logits, target = subset_answer_logits(model, tok, chunk, cfg, pixels, random_keep(len(chunk), cfg.n_visual, keep, rng))
+            right += int((logits.argmax(-1) == target).sum())
     return right / max(len(items), 1)
 
 
@@ -221,9 +268,14 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print):
         losses = []
         for s in tqdm(range(0, len(order), cfg.batch), desc=f"easy-VQA MLLM epoch {epoch + 1}/{cfg.epochs}", leave=False):
             chunk = [train_items[i] for i in order[s:s + cfg.batch]]
-            ids, mask, pos = encode_batch(tok, chunk, cfg)
-            logits = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos)
-            loss = F.cross_entropy(logits, ids[torch.arange(len(ids)), pos])
+            if cfg.p_drop and rng.random() < cfg.p_drop:
+                k = int(rng.choice(cfg.keep_counts))
+                logits, target = subset_answer_logits(model, tok, chunk, cfg, pixels, random_keep(len(chunk), cfg.n_visual, k, rng))
+            else:
+                ids, mask, pos = encode_batch(tok, chunk, cfg)
+                logits = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos)
+                target = ids[torch.arange(len(ids)), pos]
+            loss = F.cross_entropy(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -231,10 +283,15 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print):
             sched.step()
             losses.append(loss.item())
         test_acc = accuracy(model, tok, test_items[:2000], cfg, pixels)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "test_acc_first2000": test_acc})
-        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test accuracy (first 2000) {test_acc:.4f}")
+        half = accuracy(model, tok, test_items[:2000], cfg, pixels, keep=cfg.n_visual // 2)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "test_acc_first2000": test_acc,
+                        "test_acc_first2000_random_half": half, "seconds": round(time.time() - t0, 1)})
+        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test accuracy (first 2000) {test_acc:.4f}, "
+            f"with a random half of the visual tokens {half:.4f} ({time.time() - t0:.0f} s)")
     metrics = {"config": asdict(cfg), "history": history, "train_seconds": round(time.time() - t0, 1),
-               "test_accuracy": accuracy(model, tok, test_items, cfg, pixels), "test_questions": len(test_items),
+               "test_accuracy": accuracy(model, tok, test_items, cfg, pixels),
+               "test_accuracy_random_half": accuracy(model, tok, test_items, cfg, pixels, keep=cfg.n_visual // 2),
+               "test_questions": len(test_items),
                "train_questions": len(train_items), "vocab_size": len(tok)}
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -247,14 +304,14 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print):
     return out_dir
 
 
-def trained_mllm_dir(cfg: MLLMConfig = MLLMConfig(), train_if_missing=True, log=print):
+def trained_mllm_dir(cfg: MLLMConfig = MLLMConfig(), train_if_missing=True, log=print, threads=1):
     """The cached checkpoint folder for cfg, training it first when it is missing."""
     out = cache_root() / f"easyvqa-llava-{cfg.key()}"
     if not (out / "easyvqa_metrics.json").is_file():
         if not train_if_missing:
             raise FileNotFoundError(f"no trained easy-VQA MLLM at {out}: run python -m compressors.easyvqa_mllm")
         log(f"training the easy-VQA MLLM into {out} (once; cached)")
-        train(cfg, out, log=log)
+        train(cfg, out, threads=threads, log=log)
     return out
 
 
@@ -268,9 +325,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=MLLMConfig.epochs)
     ap.add_argument("--seed", type=int, default=MLLMConfig.seed)
+    ap.add_argument("--recipe", choices=["v1", "v2"], default="v2",
+                    help="v1: full images only (the first model); v2 (default): random visual-token subsets too")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    cfg = MLLMConfig(epochs=args.epochs, seed=args.seed)
-    out = trained_mllm_dir(cfg)
+    cfg = MLLMConfig(epochs=args.epochs, seed=args.seed, **(V1 if args.recipe == "v1" else {}))
+    out = trained_mllm_dir(cfg, threads=args.threads)
     metrics = json.loads((out / "easyvqa_metrics.json").read_text())
     print(f"{out}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")
     return 0

@@ -188,18 +188,57 @@ def table(adapter, samples, compressors, grid, log=print):
     return rows
 
 
-def search_figures(label_path):
-    rows = [json.loads(x) for x in Path(label_path).read_text().splitlines()[1:]]
+TIE_TOL = 1e-5  # |loss difference| at or below this is a tie: float32 noise of the same mask in another batch is ~1e-7
+
+
+def _compare(a, b, tol=TIE_TOL):
+    """Shares of a strictly below b, tied with b (|a - b| <= tol), and above b."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    tie = np.abs(d) <= tol
+    return float(((d < 0) & ~tie).mean()), float(tie.mean()), float(((d > 0) & ~tie).mean())
+
+
+def random_masks(row, seed, n_random=None):
+    """The random same-size masks a label line was compared with, rebuilt as evo_label_cli draws them."""
+    n, k = len(row["groups"]), int(row["kept"])
+    g = torch.Generator().manual_seed(seed + int(row["index"]) + 1)
+    out = np.zeros((n_random or len(row["random_loss"]), n), dtype=bool)
+    for r in range(len(out)):
+        out[r, torch.randperm(n, generator=g)[:k].numpy()] = True
+    return out
+
+
+def search_figures(label_path, tol=TIE_TOL):
+    """The label search against random same-size masks: strictly below, tied (|diff| <= tol) and above,
+    per sample (against the mean of its random masks) and per sample-random pair; plus how many random
+    masks were the searched mask itself (an exact tie by construction) and the split by kept count."""
+    lines = Path(label_path).read_text().splitlines()
+    header, rows = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
     loss = np.array([r["loss"] for r in rows])
     rand = np.array([r["random_loss"] for r in rows])
+    below, tied, above = _compare(loss, rand.mean(1), tol)
+    p_below, p_tied, p_above = _compare(loss[:, None], rand, tol)
+    seed = header.get("config", {}).get("seed", 0)
+    same = np.array([(random_masks(r, seed) == np.array(r["mask"], dtype=bool)).all(1) for r in rows])
+    by_kept = {}
+    for k in sorted({r["kept"] for r in rows}):
+        sel = np.array([r["kept"] == k for r in rows])
+        b, t, a = _compare(loss[sel], rand[sel].mean(1), tol)
+        by_kept[str(k)] = {"samples": int(sel.sum()), "strictly_below_mean_random": b, "tied_mean_random": t,
+                           "above_mean_random": a}
     return {"samples": len(rows), "mean_searched_loss": float(loss.mean()),
             "mean_all_tokens_loss": float(np.mean([r["all_tokens_loss"] for r in rows])),
             "mean_random_same_size_loss": float(rand.mean()),
-            "share_below_mean_random": float((loss < rand.mean(1)).mean()),
-            "share_below_each_random": float((loss[:, None] < rand).mean()),
+            "tie_tolerance": tol,
+            "share_below_mean_random": below, "share_tied_mean_random": tied, "share_above_mean_random": above,
+            "share_below_each_random": p_below, "share_tied_each_random": p_tied, "share_above_each_random": p_above,
+            "share_random_is_searched_mask": float(same.mean()),
+            "share_below_or_equal_mean_random": below + tied,
             "share_below_all_tokens": float(np.mean([r["loss"] < r["all_tokens_loss"] for r in rows])),
+            "by_kept": by_kept,
             "mean_kept_tokens": float(np.mean([r["kept"] for r in rows])),
             "mean_groups_per_image": float(np.mean([len(set(r["groups"])) for r in rows])),
+            "groups_histogram": {str(g): int(c) for g, c in zip(*np.unique([len(set(r["groups"])) for r in rows], return_counts=True))},
             "forwards_per_sample": float(np.mean([r["forwards"] for r in rows])),
             "seconds_per_sample": float(np.mean([r["seconds"] for r in rows]))}
 
@@ -245,10 +284,16 @@ def write_outputs(result, out, log):
         lines.append(f"| {name} | " + " | ".join(f"{acc[r]:.3f} ({acc[r] / max(full, 1e-9):.1%})" for r in ratios[1:]) + " |")
     s = result["label_search"]
     lines += ["", f"Label search ({s['samples']} train samples): MLLM answer loss of the searched mask {s['mean_searched_loss']:.4f}, "
-              f"all tokens {s['mean_all_tokens_loss']:.4f}, random masks of the same size {s['mean_random_same_size_loss']:.4f}; "
-              f"searched < mean random on {s['share_below_mean_random']:.1%} of samples ({s['share_below_each_random']:.1%} of sample-random pairs), "
-              f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.1f} groups (= kept tokens) per image; "
-              f"{s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample."]
+              f"all tokens {s['mean_all_tokens_loss']:.4f}, random masks of the same size {s['mean_random_same_size_loss']:.4f}. "
+              f"Against the mean of its random masks the searched mask is strictly below on {s['share_below_mean_random']:.1%} of samples, "
+              f"tied (|diff| <= {s['tie_tolerance']:g}) on {s['share_tied_mean_random']:.1%}, above on {s['share_above_mean_random']:.1%}; "
+              f"per sample-random pair {s['share_below_each_random']:.1%} / {s['share_tied_each_random']:.1%} / {s['share_above_each_random']:.1%} "
+              f"(the random mask was the searched mask itself in {s['share_random_is_searched_mask']:.1%} of pairs); "
+              f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.2f} groups (= kept tokens) per image "
+              f"(histogram {s['groups_histogram']}); {s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample.",
+              "", "| kept tokens | samples | strictly below mean random | tied | above |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['samples']} | {v['strictly_below_mean_random']:.1%} | {v['tied_mean_random']:.1%} | {v['above_mean_random']:.1%} |"
+              for k, v in s["by_kept"].items()]
     write_json(str(out.with_suffix(".json")), result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +47,48 @@ def test_table_covers_every_method_and_ratio(setup):
     assert samples[0].cls_attn.shape == (16,) and samples[0].keys.shape[0] == 16 and samples[0].fastv.shape == (16,)
     figs = evo_eval.search_figures(labels)
     assert figs["samples"] == 6 and figs["forwards_per_sample"] == 12
+
+
+def test_search_figures_rebuild_the_random_masks_the_label_search_scored(setup):
+    """random_masks() draws exactly the masks evo_label_cli compared with: their losses match the file."""
+    import json
+    adapter, _, _, labels = setup
+    mllm = labels.parent / "mllm"
+    _, tok, processor = evo_label_cli.load_llava(mllm)
+    lines = labels.read_text().splitlines()
+    header = json.loads(lines[0])
+    for line in lines[1:]:
+        row = json.loads(line)
+        masks = evo_eval.random_masks(row, header["config"]["seed"])
+        assert masks.sum(1).tolist() == [row["kept"]] * len(masks)
+        image = labels.parent / row["image"]  # an absolute path stays itself
+        ids, lab = evo_label_cli.encode(tok, header["config"]["prompt"], row["question"], row["answer"],
+                                        len(row["groups"]), adapter.cfg.image_token_id)
+        got = adapter.loss_fn(evo_label_cli.pixel_values(processor, image), ids, lab)(torch.from_numpy(masks))
+        assert torch.allclose(got.double(), torch.tensor(row["random_loss"], dtype=torch.float64), atol=1e-5)
+        # and a different seed draws other masks (the rebuild is not trivially satisfied)
+        assert not (evo_eval.random_masks(row, header["config"]["seed"] + 7) == masks).all()
+
+
+def test_search_figures_report_strict_ties_and_above_separately(tmp_path):
+    import json
+    rows = [(0.5, [1.0, 1.0]), (1.0, [1.0, 1.0 + 1e-7]), (2.0, [1.0, 1.0]), (0.5, [0.5, 0.7])]
+    out = [{"format": "evocomp-labels/1", "config": {"seed": 0}}]
+    for i, (loss, rand) in enumerate(rows):
+        row = {"index": i, "groups": [0, 0, 1, 1], "kept": 1, "loss": loss, "random_loss": rand, "all_tokens_loss": 1.0,
+               "forwards": 4, "seconds": 0.1}
+        first = evo_eval.random_masks(row, 0)[0]
+        # the last sample's searched mask is its first random mask; the others are any other one-token mask
+        kept = int(first.argmax()) if i == 3 else int((~first).argmax())
+        row["mask"] = [int(j == kept) for j in range(4)]
+        out.append(row)
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    f = evo_eval.search_figures(path)
+    assert (f["share_below_mean_random"], f["share_tied_mean_random"], f["share_above_mean_random"]) == (0.5, 0.25, 0.25)
+    assert f["share_below_or_equal_mean_random"] == 0.75
+    assert (f["share_below_each_random"], f["share_tied_each_random"], f["share_above_each_random"]) == (3 / 8, 3 / 8, 2 / 8)
+    assert f["share_random_is_searched_mask"] == pytest.approx(1 / 8 + sum(
+        (evo_eval.random_masks(r, 0)[1] == np.array(r["mask"], dtype=bool)).all() for r in out[1:]) / 8)
+    assert f["by_kept"] == {"1": {"samples": 4, "strictly_below_mean_random": 0.5, "tied_mean_random": 0.25, "above_mean_random": 0.25}}
+    assert f["mean_groups_per_image"] == 2 and f["groups_histogram"] == {"2": 4}
