@@ -174,9 +174,11 @@ def answer_id(tok, answer):
     return tok.convert_tokens_to_ids(answer.lower())
 
 
-def encode_batch(tok, items, cfg):
-    """Right-padded ids [B, L] (prompt + answer), attention mask, and the answer positions [B]."""
-    seqs = [prompt_ids(tok, q, cfg.n_visual) + [answer_id(tok, a)] for _, q, a in items]
+def encode_batch(tok, items, cfg, n_visual=None):
+    """Right-padded ids [B, L] (prompt + answer), attention mask, and the answer positions [B]; `n_visual`
+    image tokens per prompt (default: all of the config's)."""
+    n_visual = cfg.n_visual if n_visual is None else n_visual
+    seqs = [prompt_ids(tok, q, n_visual) + [answer_id(tok, a)] for _, q, a in items]
     length = max(map(len, seqs))
     ids = torch.full((len(seqs), length), PAD_ID, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -214,14 +216,7 @@ def subset_answer_logits(model, tok, items, cfg, pixels, keep):
     """(answer logits, answer ids) when the LLM sees only the visual tokens keep [B, k] of each image,
     spliced contiguously between [BOS] and the question (LlavaAdapter's l = 0 pruning)."""
     k = keep.shape[1]
-    seqs = [prompt_ids(tok, q, k) + [answer_id(tok, a)] for _, q, a in items]
-    length = max(map(len, seqs))
-    ids = torch.full((len(seqs), length), PAD_ID, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    pos = torch.tensor([len(s) - 1 for s in seqs])
+    ids, mask, pos = encode_batch(tok, items, cfg, n_visual=k)
     visual = model.model.get_image_features(
         pixel_values=pixels([p for p, _, _ in items]), vision_feature_layer=model.config.vision_feature_layer,
         vision_feature_select_strategy=model.config.vision_feature_select_strategy).pooler_output

@@ -6,7 +6,7 @@ import os
 
 from compkit.files import sha256_path
 
-from .spec import CheckpointRefused, CompressorSpec, Loaded, OptionRefused, register
+from .spec import CheckpointRefused, CompressorSpec, Loaded, OptionRefused, ReferenceUnavailable, register
 
 EVO_RATIOS = (2.0, 3.0, 4.0)
 
@@ -45,12 +45,12 @@ def reference(info: dict, build_dir: str):
     if isinstance(provenance, str) and provenance.startswith("checkpoint "):
         path = provenance[len("checkpoint "):]
         if not os.path.isdir(path):
-            raise ValueError(f"evo: the build was made from checkpoint {path}, which is not here; "
+            raise ReferenceUnavailable(f"evo: the build was made from checkpoint {path}, which is not here; "
                              "the eager reference needs it (copy it back or rebuild)")
         return evo.EvoCompressor.load(path)
     default = evo.default_evo()
     if provenance != default.provenance:
-        raise ValueError(f"evo: unknown provenance {provenance!r} (expected {default.provenance!r} or 'checkpoint PATH')")
+        raise ReferenceUnavailable(f"evo: unknown provenance {provenance!r} (expected {default.provenance!r} or 'checkpoint PATH')")
     return default
 
 

@@ -5,7 +5,7 @@ import os
 
 from compkit.files import atomic_path, sha256_path
 
-from .spec import CheckpointRefused, CompressorSpec, Loaded, OptionRefused, register
+from .spec import CheckpointRefused, CompressorSpec, Loaded, OptionRefused, ReferenceUnavailable, register
 
 MOOS_RATES = (0.25, 0.33, 0.5)
 CALIBRATION_WINDOWS = 16  # per bucket, from the shipped corpus (compressors/calibration.py)
@@ -73,15 +73,15 @@ def _checkpoint(provenance) -> str | None:
     if provenance == DEFAULT:
         return None
     if provenance == evo.DEMO_PROVENANCE:
-        raise ValueError("moos: the build was made with the former untrained MOOSComp default, which is gone: "
+        raise ReferenceUnavailable("moos: the build was made with the former untrained MOOSComp default, which is gone: "
                          "rebuild it (python -m export.build)")
     if isinstance(provenance, str) and provenance.startswith("checkpoint "):
         path = provenance[len("checkpoint "):]
         if not os.path.isdir(path):
-            raise ValueError(f"moos: the build was made from checkpoint {path}, which is not here; "
+            raise ReferenceUnavailable(f"moos: the build was made from checkpoint {path}, which is not here; "
                              "the eager reference needs it (copy it back or rebuild)")
         return path
-    raise ValueError(f"moos: unknown provenance {provenance!r} (expected {DEFAULT!r} or 'checkpoint PATH')")
+    raise ReferenceUnavailable(f"moos: unknown provenance {provenance!r} (expected {DEFAULT!r} or 'checkpoint PATH')")
 
 
 def reference(info: dict, build_dir: str):
@@ -96,10 +96,10 @@ def reference(info: dict, build_dir: str):
     ref = MOOSCompressor.from_default(**kwargs) if path is None else MOOSCompressor.from_pretrained(path, **kwargs)
     tok_dir = os.path.join(build_dir, info.get("tokenizer_dir", "moos_tokenizer"))
     if not os.path.isdir(tok_dir):
-        raise ValueError(f"moos: tokenizer folder {tok_dir} is missing from the build; rebuild it")
+        raise ReferenceUnavailable(f"moos: tokenizer folder {tok_dir} is missing from the build; rebuild it")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     if tokenizer.get_vocab() != ref.tokenizer.get_vocab():
-        raise ValueError(f"moos: the build's tokenizer ({len(tokenizer)} tokens) differs from the checkpoint's "
+        raise ReferenceUnavailable(f"moos: the build's tokenizer ({len(tokenizer)} tokens) differs from the checkpoint's "
                          f"({len(ref.tokenizer)}): the build is inconsistent, rebuild it")
     buckets = info.get("buckets") or [512]
     return MOOSCompressor(tokenizer, EagerScorer(ref.torch_module), outlier=outlier, outlier_weight=ref.outlier_weight,

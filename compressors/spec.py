@@ -21,6 +21,11 @@ class CheckpointRefused(CompkitError, ValueError):
     """A checkpoint the spec cannot load: one line saying what is wrong with it."""
 
 
+class ReferenceUnavailable(CompkitError, ValueError):
+    """A manifest whose eager reference cannot be rebuilt here (its checkpoint is gone, its tokenizer folder is
+    missing): one line with the fix."""
+
+
 class OptionRefused(CompkitError, ValueError):
     """A build option (a bucket, a visual-token count) the compressor cannot take: one line with the fix."""
 
@@ -48,8 +53,8 @@ class CompressorSpec:
     # load(checkpoint dir or None for the embedded default, options) -> Loaded; options: the build's CLI values
     # (seq_lens, visual_tokens); raises CheckpointRefused for a checkpoint it cannot take
     load: Callable
-    # reference(models_info, build_dir) -> the eager fp32 reference parity compares against (ValueError or
-    # CompkitError when the manifest cannot be rebuilt)
+    # reference(models_info, build_dir) -> the eager fp32 reference parity compares against
+    # (ReferenceUnavailable when the manifest cannot be rebuilt here)
     reference: Callable
     # "module:function" of the runtime_py parity check (named, not imported: compressors never import runtime_py)
     # check(build, artifacts, context) -> {file: record}; artifacts are one group (see bucketed)

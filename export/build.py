@@ -213,11 +213,11 @@ class ModelJob:
         return smoothquant.smooth_linears(self.module, self.smoothing_factors())
 
     def export(self, backend, recipe, bucket, out_path, step=lambda name: None, on_step=lambda name: None,
-               entry=None) -> dict:
+               entry=None, example=None) -> dict:
         """Export one artifact of this compressor, exactly as a build does (the e2e benchmark calls this too):
         calibration inputs when the recipe needs them, SmoothQuant when both ask for it, the spec's masks kept
         in float. `on_step(name)` hears the pre-export stages (smoothquant) that `step` does not count."""
-        example = tuple(self.example(bucket))
+        example = tuple(self.example(bucket)) if example is None else example
         calibration = self.calibration(bucket) if recipe.calibrated else None
         if self.smoothed(recipe):
             from quant.smoothquant import ALPHA
@@ -290,7 +290,7 @@ def build_artifact(job: ModelJob, recipe, bucket, out_dir, progress) -> dict:
     quant = backend.recipe(recipe.quant)
     try:
         info = job.export(backend, quant, bucket, os.path.join(out_dir, name), step=step,
-                          on_step=lambda s: current.update(step=s), entry=entry)
+                          on_step=lambda s: current.update(step=s), entry=entry, example=example)
     except Exception as e:  # recorded, reported, and the build goes on to the next artifact
         msg = f"{name}: {current['step']} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         progress.write(f"ERROR {msg}")

@@ -56,4 +56,3 @@ def export(module, example_inputs, input_names, output_names, recipe, out_path, 
 
 BACKEND = Backend("coreml", "mlpackage", "Core ML", coreml_optimize.RECIPES, export, runner="runtime_py.runners:CoreMLRunner",
                   not_on_device="CoreML .mlpackage runs on macOS/iOS only")
-QUANTS = tuple(BACKEND.recipes)

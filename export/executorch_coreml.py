@@ -34,4 +34,3 @@ def export(module, example_inputs, input_names, output_names, recipe, out_path, 
 
 BACKEND = Backend("etcoreml", "pte", "ExecuTorch (CoreML delegate)", ETCOREML_RECIPES, export, runner="runtime_py.runners:ExecuTorchRunner",
                   runner_options={"delegate": "CoreMLBackend"}, not_on_device="CoreML-delegated .pte needs the CoreML backend (iOS/macOS ExecuTorch build)")
-QUANTS = tuple(BACKEND.recipes)

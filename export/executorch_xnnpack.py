@@ -42,4 +42,3 @@ def export(module, example_inputs, input_names, output_names, recipe, out_path, 
 
 BACKEND = Backend("xnnpack", "pte", "ExecuTorch (XNNPACK)", xnnpack_pt2e.RECIPES, export, runner="runtime_py.runners:ExecuTorchRunner",
                   on_device="native-runner")
-QUANTS = tuple(BACKEND.recipes)

@@ -36,4 +36,3 @@ def export(module, example_inputs, input_names, output_names, recipe, out_path, 
 
 BACKEND = Backend("onnx", "onnx", "onnxruntime", onnx_quant.RECIPES, export, runner="runtime_py.runners:OnnxRunner",
                   on_device="host", not_on_device="not on device: compkit has no onnxruntime runner for phones (timed only with --device local)")
-QUANTS = tuple(BACKEND.recipes)

@@ -11,7 +11,7 @@ import numpy as np
 
 from compressors import evo as evo_lib
 from compressors.moos import EagerScorer, MOOSCompressor
-from compressors.spec import get_spec
+from compressors.spec import ReferenceUnavailable, get_spec
 
 from .manifest import ManifestError, read_manifest
 from .runners import BaseRunner, RunnerUnavailable, load_runner
@@ -96,9 +96,12 @@ class Build:
 
     def reference(self, name: str):
         """The eager fp32 reference of compressor `name`, rebuilt by its spec from the manifest (cached); its
-        errors say why (runtime_py.parity.load_references turns them into one ManifestError line)."""
+        known failures are a ManifestError; others propagate (runtime_py.parity.load_references names them)."""
         if name not in self._references:
-            self._references[name] = get_spec(name).reference(self.manifest["models"][name], self.dir)
+            try:
+                self._references[name] = get_spec(name).reference(self.manifest["models"][name], self.dir)
+            except ReferenceUnavailable as e:
+                raise ManifestError(str(e)) from None
         return self._references[name]
 
     @property
