@@ -5,13 +5,14 @@ python -m export.recipe_eval --out DIR  (writes DIR/recipe_eval.json and DIR/rec
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
+
+from compkit.files import write_json, write_text
+from compkit.stats import median
 
 from .backends import get_backend
 from .build import load_job
@@ -51,7 +52,7 @@ def measure(path, example, ref, runs) -> dict:
     k = max(1, got.size // 2)  # keep half, as a compression rate of 2x would
     i_ref, i_got = np.argsort(-ref)[:k], np.argsort(-got)[:k]
     iou = len(np.intersect1d(i_ref, i_got)) / len(np.union1d(i_ref, i_got))
-    return {"bytes": os.path.getsize(path), "median_ms": round(statistics.median(times), 3),
+    return {"bytes": os.path.getsize(path), "median_ms": round(median(times), 3),
             "max_abs_diff": float(np.abs(ref - got).max()), "topk_iou": round(iou, 4)}
 
 
@@ -107,10 +108,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     jobs = {"moos": (load_job("moos", None, {}), args.bucket), "evo": (load_job("evo", None, {}), None)}
     records = evaluate(jobs, args.out, runs=args.runs)
-    with open(os.path.join(args.out, "recipe_eval.json"), "w") as f:
-        json.dump(records, f, indent=1)
-    with open(os.path.join(args.out, "recipe_eval.md"), "w") as f:
-        f.write(markdown(records))
+    write_json(os.path.join(args.out, "recipe_eval.json"), records)
+    write_text(os.path.join(args.out, "recipe_eval.md"), markdown(records))
     print(markdown(records))
     return 0
 
