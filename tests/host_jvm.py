@@ -64,7 +64,7 @@ def compile_kotlin(sources: list[Path], classpath: list[Path], label: str) -> Pa
     out = ROOT / "build/kotlin_host" / f"{label}-{hashlib.sha256(b''.join(parts)).hexdigest()[:16]}"
     if out.is_dir():
         return out
-    work = out.with_name(out.name + ".tmp")
+    work = out.with_name(f"{out.name}.tmp-{os.getpid()}")  # parallel test workers compile side by side
     shutil.rmtree(work, ignore_errors=True)
     cmd = [str(compiler), *KOTLINC_FLAGS, "-cp", os.pathsep.join(map(str, classpath)), "-d", str(work), *map(str, sources)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, JAVA_HOME=str(jdk_home())), timeout=600)

@@ -81,7 +81,7 @@ def jni_lib() -> Path:
     lib = out / "libcompkit_jni.so"
     if lib.is_file():
         return lib
-    work = out.with_name(digest + ".tmp")
+    work = out.with_name(f"{digest}.tmp-{os.getpid()}")  # parallel test workers build side by side
     shutil.rmtree(work, ignore_errors=True)
     env = dict(os.environ, JAVA_HOME=str(jdk))
     configure = [_tool("cmake"), "-S", str(GLUE_DIR), "-B", str(work), "-G", "Ninja",
@@ -90,9 +90,8 @@ def jni_lib() -> Path:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert r.returncode == 0, f"{' '.join(cmd[:3])} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     work.joinpath("libcompkit_jni.so").replace(work / "keep.so")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (work / "keep.so").replace(lib)
+    out.mkdir(parents=True, exist_ok=True)
+    (work / "keep.so").replace(lib)  # atomic: a worker that built the same digest meanwhile wrote the same bytes
     shutil.rmtree(work, ignore_errors=True)
     return lib
 
