@@ -31,13 +31,16 @@ ALPHA = 0.5  # the paper's alpha is not public: compkit's choice (docs/EVOCOMP.m
 
 
 def compressor_config(variant, width, n_visual, grid, max_text=16):
-    """The paper's single layer on the MLLM's width, or the compact 2 x min(256, width) design."""
-    hidden = width if variant == "paper" else min(256, width)
-    layers = 1 if variant == "paper" else 2
+    """The paper's design exactly (EvoCompConfig.for_variant("paper"): one layer on the MLLM's width, no input
+    projection, 64-wide heads, FFN 4x), or a compact 2 x min(256, width) design (4 heads, FFN 4x)."""
     if variant not in ("paper", "compact"):
         raise ValueError(f"variant must be 'paper' or 'compact', got {variant!r}")
-    return EvoCompConfig(visual_dim=width, text_dim=width, hidden=hidden, layers=layers, heads=4, ffn=4 * hidden,
-                         max_visual_tokens=n_visual, max_text_tokens=max_text, grid=tuple(grid))
+    sizes = dict(visual_dim=width, text_dim=width, max_visual_tokens=n_visual, max_text_tokens=max_text, grid=tuple(grid))
+    if variant == "paper":
+        return EvoCompConfig.for_variant("paper", **sizes)
+    # not EVO_VARIANTS["compact"] (2 x 256, projected): capped at the MLLM's width so a small MLLM gets a small one
+    hidden = min(256, width)
+    return EvoCompConfig(hidden=hidden, layers=2, heads=4, ffn=4 * hidden, **sizes)
 
 
 def read_labels(path, mllm_dir):

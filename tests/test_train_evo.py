@@ -30,6 +30,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_checkpoint(labelled, tmp_
     assert hist[-1]["train"]["loss"] < 0.8 * hist[0]["train"]["loss"]
     model = EvoCompressor.load(out)
     assert model.config.layers == 1 and model.config.hidden == model.config.visual_dim == 32
+    assert model.config.variant == "paper"  # exactly EvoCompConfig.for_variant("paper"), not a look-alike
     assert "evolutionary labels" in model.provenance and "ghm + 0.5 cosine" in model.provenance
     saved = json.loads((out / "train_metrics.json").read_text())
     assert saved["best_epoch"] == metrics["best_epoch"] and (out / "train_curves.png").stat().st_size > 1000
