@@ -27,6 +27,10 @@ def export(module, example_inputs, input_names, output_names, recipe, out_path, 
                                         output_names=list(output_names), opset_version=OPSET, dynamo=True,
                                         optimize=True, verbose=False)
         step("save")
+        # torch records each node's Python stack trace (absolute source paths, line numbers): dropped, so the
+        # file names nothing of the machine that built it and the same module gives the same bytes anywhere
+        for node in program.model.graph.all_nodes():
+            node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
         program.save(fp32, external_data=False)
         if recipe.quantize is not None:
             step("quantize")

@@ -304,6 +304,17 @@ def test_onnx_evo_int8dyn(evo, tmp_path):
         assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.9  # int8 keeps the ranking (tiny untrained model)
 
 
+def test_onnx_export_is_reproducible_and_names_no_machine_path(evo, tmp_path):
+    example, _ = evo_inputs(evo)
+    paths = [str(tmp_path / f"evo{i}.onnx") for i in range(2)]
+    for p in paths:
+        onnx_export.export(evo, example, evo.INPUT_NAMES, evo.OUTPUT_NAMES, "fp32", p)
+    data = open(paths[0], "rb").read()
+    # torch's per-node stack traces held this checkout's absolute paths: stripped, so bytes match across checkouts
+    assert ROOT.encode() not in data and b"stack_trace" not in data
+    assert sha256_path(paths[0]) == sha256_path(paths[1])
+
+
 # ------------------------------------------------------------------------------------------------ CoreML
 def _check_mlpackage(path, input_names, output_names, int_inputs):
     import coremltools as ct
