@@ -28,7 +28,8 @@ test: $(STAMP)
 	# the arm64 runner bundle (cross compiler, patchelf, Debian's arm64 .debs) and the emulated arm64 adb device (qemu-user)
 	dpkg --print-foreign-architectures | grep -qx arm64 || (dpkg --add-architecture arm64 && apt-get update -qq)
 	dpkg -s g++-aarch64-linux-gnu qemu-user patchelf >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user patchelf)
-	$(PY) -m pytest -q -ra
+	# two workers, one test file each (pytest-xdist): a file's module fixtures (builds, caches) stay on one worker
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile
 
 clean:
 	rm -rf artifacts build .pytest_cache
