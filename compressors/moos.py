@@ -159,16 +159,26 @@ def minilm_dir() -> str:
 def quiet_transformers():
     """transformers' notes that are expected where compkit loads and resizes on purpose (the default's LOAD
     REPORT: MiniLM's unused pooler and the head compkit sets; the resize note of the force-token slots),
-    silenced for this block only: warnings about a user's own checkpoint stay."""
+    silenced for this block only: warnings about a user's own checkpoint stay. Also the import noise that
+    loading drags in: transformers' quantizer registry imports torchao, which logs every optional CUDA/CPU
+    extension it cannot load, and torch's pytree warns about torchao's enums."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in noisy]
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    for log in noisy:
+        log.setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        for log, level in zip(noisy, levels):
+            log.setLevel(level)
         if bars:
             hf_logging.enable_progress_bar()
 
@@ -176,11 +186,11 @@ def quiet_transformers():
 def default_token_classifier(seed: int = 0, trained: bool = True):
     """MiniLM-L6 (real pretrained encoder) + a 2-way head, as (model, tokenizer). trained: the shipped
     fine-tuned top layer and head (compressors/moos_default.py); else a seeded untrained head."""
-    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+    with quiet_transformers():  # the import too: importing the model classes is what pulls in torchao
+        from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    path = minilm_dir()
-    config = BertConfig.from_pretrained(path, num_labels=2, architectures=["BertForTokenClassification"])
-    with quiet_transformers():
+        path = minilm_dir()
+        config = BertConfig.from_pretrained(path, num_labels=2, architectures=["BertForTokenClassification"])
         model = BertForTokenClassification.from_pretrained(path, config=config, attn_implementation="sdpa",
                                                            dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)

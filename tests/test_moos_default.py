@@ -108,3 +108,19 @@ def test_default_loads_quietly_and_leaves_transformers_verbosity_alone(capfd):
     out, err = capfd.readouterr()
     assert "LOAD REPORT" not in out + err and "new embeddings" not in out + err
     assert hf_logging.get_verbosity() == hf_logging.WARNING
+
+
+def test_default_in_a_fresh_interpreter_prints_nothing():
+    """A first load in a new process is the one that imports transformers' model classes, which pull in torchao:
+    its notes on optional extensions it cannot load, and torch's pytree notes on its enums, stay quiet too."""
+    import subprocess
+    import sys
+
+    code = ("from compressors.moos import MOOSCompressor\n"
+            "c = MOOSCompressor.from_default()\n"
+            "print(c.compress_prompt(['Tom has 3 apples and buys 5 more.'], rate=0.5)['compressed_prompt'])")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.strip() == "" and "3" in r.stdout, r.stderr[-2000:]
