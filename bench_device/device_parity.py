@@ -27,7 +27,8 @@ from runtime_py.manifest import ManifestError, read_manifest, verify_sha256
 from compressors.evo_spec import EVO_RATIOS
 from compressors.moos_spec import MOOS_RATES
 from compressors.spec import get_spec
-from runtime_py.parity import CachedScorer, _LAB, _SEP, iou_beyond_ties, judge, numeric, precision_of, word_labels
+from runtime_py.parity import (CachedScorer, _LAB, _SEP, iou_beyond_ties, judge, numeric, precision_of, topk_iou,
+                               word_labels)
 from runtime_py.parity_moos import MOOSCOMP_OUTLIER_WEIGHT
 from runtime_py.pipeline import Build, MoosArtifactScorer, evo_compress
 from runtime_py.runners import BaseRunner, normalize_spec
@@ -122,7 +123,7 @@ def evo_artifact(build: Build, a: dict, runners: dict, sets: list[dict]) -> dict
             outs[name].append(memo.logits)
         for r in EVO_RATIOS:
             h, d = kept["host", r], kept["device", r]
-            ious[r].append(len(np.intersect1d(h, d)) / len(np.union1d(h, d)))
+            ious[r].append(topk_iou(h, d))
             beyond[r].append(iou_beyond_ties(outs["host"][-1][0], outs["device"][-1][0], h, d))
     return {"token_sets": len(sets), "numeric": numeric(np.concatenate(outs["host"]), np.concatenate(outs["device"])),
             "decisions": {"iou": {f"{r:g}x": float(np.mean(v)) for r, v in ious.items()},

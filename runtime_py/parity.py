@@ -88,6 +88,11 @@ class CachedScorer:
         return {k: np.stack([self.cache[key][k] for key in keys]) for k in self.cache[keys[0]]}
 
 
+def topk_iou(i_ref: np.ndarray, i_got: np.ndarray) -> float:
+    """Intersection over union of two kept-index sets."""
+    return len(np.intersect1d(i_ref, i_got)) / len(np.union1d(i_ref, i_got))
+
+
 def iou_beyond_ties(ref: np.ndarray, got: np.ndarray, i_ref: np.ndarray, i_got: np.ndarray) -> float:
     """Top-k IoU, except that a disagreement among tokens whose reference scores lie within the measured
     numeric error (2 x max-abs) of the k-th score counts as agreement: such a swap is a tie that fp32
@@ -98,7 +103,7 @@ def iou_beyond_ties(ref: np.ndarray, got: np.ndarray, i_ref: np.ndarray, i_got: 
     kth = np.sort(ref)[::-1][len(i_ref) - 1]
     if np.all(np.abs(ref[swapped] - kth) <= 2 * np.abs(ref - got).max()):
         return 1.0
-    return len(np.intersect1d(i_ref, i_got)) / len(np.union1d(i_ref, i_got))
+    return topk_iou(i_ref, i_got)
 
 
 def word_labels(result: dict) -> list[tuple[str, str]]:

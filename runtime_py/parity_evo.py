@@ -9,7 +9,7 @@ from tqdm import tqdm
 from compressors.evo_spec import EVO_RATIOS
 
 from . import corpus
-from .parity import iou_beyond_ties, numeric
+from .parity import iou_beyond_ties, numeric, topk_iou
 from .pipeline import Build, evo_compress
 from .runners import EagerRunner, paired_latency_ms
 
@@ -33,7 +33,7 @@ def evo_artifact(build: Build, a: dict, n_sets: int, seed: int, latency_runs: in
         for r in EVO_RATIOS:
             _, i_ref = evo_compress(eager, s["visual_tokens"], s["text_embeds"], ratio=r, text_mask=s["text_mask"])
             _, i_got = evo_compress(runner, s["visual_tokens"], s["text_embeds"], ratio=r, text_mask=s["text_mask"])
-            ious[r].append(len(np.intersect1d(i_ref, i_got)) / len(np.union1d(i_ref, i_got)))
+            ious[r].append(topk_iou(i_ref, i_got))
             beyond[r].append(iou_beyond_ties(refs[-1][0], gots[-1][0], i_ref, i_got))
     first = {"visual_tokens": sets[0]["visual_tokens"][None], "text_embeds": sets[0]["text_embeds"][None],
              "text_mask": sets[0]["text_mask"][None].astype(mask_dtype)}

@@ -1,23 +1,26 @@
-"""export/recipe_eval.py: ExecuTorch's recipe API and compkit's lowering on the same tiny EvoComp."""
+"""runtime_py/recipe_eval.py: ExecuTorch's recipe API and compkit's lowering on the same tiny EvoComp."""
 from __future__ import annotations
 
 import json
 import math
 
+import pytest
 import torch
 
 from compressors.evo import EvoCompConfig, EvoCompressor
-from export import recipe_eval
 from export.build import load_job
+from runtime_py import recipe_eval
+from test_export import TINY_EVO
 
-TINY = dict(visual_dim=32, text_dim=24, hidden=32, layers=1, heads=2, ffn=64, input_proj=True, max_visual_tokens=36,
-            max_text_tokens=8, grid=(6, 6))
 
-
-def test_both_paths_export_run_and_are_judged(tmp_path):
-    model = EvoCompressor(EvoCompConfig(**TINY))
+@pytest.fixture
+def job(tmp_path):
+    model = EvoCompressor(EvoCompConfig(**TINY_EVO))
     model.init_weights(torch.Generator().manual_seed(3))
-    job = load_job("evo", str(model.save(tmp_path / "tiny-evo")), {})
+    return load_job("evo", str(model.save(tmp_path / "tiny-evo")), {})
+
+
+def test_both_paths_export_run_and_are_judged(job, tmp_path):
     records = recipe_eval.evaluate({"evo": (job, None)}, str(tmp_path), quants=("fp32", "int8dyn"), runs=2)
     assert [(r["quant"], r["path"]) for r in records] == [("fp32", "compkit"), ("fp32", "recipe_api"),
                                                           ("int8dyn", "compkit"), ("int8dyn", "recipe_api")]
@@ -30,11 +33,7 @@ def test_both_paths_export_run_and_are_judged(tmp_path):
     assert "| evo | int8dyn | recipe_api |" in recipe_eval.markdown(records)
 
 
-def test_a_path_that_fails_is_recorded_not_raised(tmp_path, monkeypatch):
-    model = EvoCompressor(EvoCompConfig(**TINY))
-    model.init_weights(torch.Generator().manual_seed(3))
-    job = load_job("evo", str(model.save(tmp_path / "tiny-evo")), {})
-
+def test_a_path_that_fails_is_recorded_not_raised(job, tmp_path, monkeypatch):
     def refuse(*args):
         raise RuntimeError("XNNPACK refused the program\nsecond line")
     monkeypatch.setattr(recipe_eval, "recipe_export", refuse)

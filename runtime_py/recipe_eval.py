@@ -1,22 +1,23 @@
 """ExecuTorch's recipe API (executorch.export + XNNPackRecipeType) vs compkit's own XNNPACK lowering
 (ModelJob.export), on the same eager module: delegation, .pte size, latency at 1 thread, parity vs eager.
 
-python -m export.recipe_eval --out DIR  (writes DIR/recipe_eval.json and DIR/recipe_eval.md)"""
+python -m runtime_py.recipe_eval --out DIR  (writes DIR/recipe_eval.json and DIR/recipe_eval.md)"""
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
 
 from compkit.files import write_json, write_text
 from compkit.stats import median
+from export.backends import get_backend
+from export.build import load_job
+from export.delegation import delegation_summary
 
-from .backends import get_backend
-from .build import load_job
-from .delegation import delegation_summary
+from .parity import topk_iou
+from .runners import ExecuTorchRunner
 
 # compkit recipe -> the XNNPACK recipe type that does the same quantization
 PAIRS = {"fp32": "FP32", "int8dyn": "PT2E_INT8_DYNAMIC_PER_CHANNEL", "int8static": "PT2E_INT8_STATIC_PER_CHANNEL"}
@@ -38,20 +39,12 @@ def recipe_export(module, example, calibration, quant, out_path) -> dict:
 
 
 def measure(path, example, ref, runs) -> dict:
-    from runtime_py.runners import ExecuTorchRunner
-
     runner = ExecuTorchRunner(path)
-    arrays = [t.numpy() for t in example]
-    runner._run(arrays)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = runner._run(arrays)
-        times.append((time.perf_counter() - t) * 1000)
-    got = out[0].reshape(-1).astype(np.float64)
+    inputs = dict(zip(runner.input_spec, (t.numpy() for t in example)))
+    times = runner.timings_ms(inputs, runs=runs, warmup=1)
+    got = next(iter(runner.run(inputs).values())).reshape(-1).astype(np.float64)
     k = max(1, got.size // 2)  # keep half, as a compression rate of 2x would
-    i_ref, i_got = np.argsort(-ref)[:k], np.argsort(-got)[:k]
-    iou = len(np.intersect1d(i_ref, i_got)) / len(np.union1d(i_ref, i_got))
+    iou = topk_iou(np.argsort(-ref)[:k], np.argsort(-got)[:k])
     return {"bytes": os.path.getsize(path), "median_ms": round(median(times), 3),
             "max_abs_diff": float(np.abs(ref - got).max()), "topk_iou": round(iou, 4)}
 
