@@ -5,7 +5,8 @@ MiniLM int8 .pte takes), so on the 2-core reference machine two artifacts at a t
 about 40% (docs/EXPORT.md). Workers are forked, not spawned, so they inherit the loaded models, tokenizer and
 SmoothQuant factors (measured once, before the fork) instead of pickling or reloading them; each worker runs
 torch on one thread, as PyTorch's intra-op pool is not fork-safe and the cores belong to the workers anyway.
-A worker's progress and messages reach the parent through a queue; results are returned in completion order.
+A worker's progress and messages reach the parent through a queue, each task's closed by an end marker that the
+parent waits for before it reports the result; results are returned in completion order.
 
 Stopping (Ctrl-C, SIGTERM, or any exception in the parent): queued tasks are cancelled and the workers are
 terminated at once, not waited for; a terminated worker removes its half-written temp paths and exits. Workers
@@ -76,7 +77,11 @@ def _stop_workers(pool: ProcessPoolExecutor, grace: float = 2.0) -> None:
 
 
 def _run_in_worker(index: int, task):
-    return index, _INHERITED["run"](task, QueueProgress(_INHERITED["messages"], index))
+    result = _INHERITED["run"](task, QueueProgress(_INHERITED["messages"], index))
+    # The queue's feeder thread and the pool's result pipe race: without this marker the parent could see the
+    # result before the task's last messages and lose them (the last task's, once the loop has ended).
+    _INHERITED["messages"].put((index, "end", None))
+    return index, result
 
 
 def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_result, poll=lambda: None) -> None:
@@ -102,7 +107,7 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
     context = multiprocessing.get_context("fork")
     messages = context.Queue()
     _INHERITED.update(run=run, messages=messages)
-    bars, finished = {}, set()
+    bars, finished, ended = {}, set(), set()
 
     def bar(i):
         if i not in bars:
@@ -116,7 +121,9 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
             except queue_lib.Empty:
                 return
             timeout = 0  # after the first message, take only what is already there
-            if kind == "write":
+            if kind == "end":
+                ended.add(i)
+            elif kind == "write":
                 tqdm.write(value, file=sys.stderr)
             elif i not in finished:
                 getattr(bar(i), "update" if kind == "update" else "set_postfix_str")(value)
@@ -141,8 +148,12 @@ def run_all(tasks: list, run, jobs: int, names: list[str], total_steps: int, on_
                 drain(0.2)
                 done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
                 for future in done:
+                    i, result = future.result()
+                    deadline = time.monotonic() + 5.0  # bounded: a lost marker costs a message, never a hang
                     drain(0)
-                    finish(*future.result())
+                    while i not in ended and time.monotonic() < deadline:
+                        drain(0.05)
+                    finish(i, result)
         except BrokenProcessPool as e:
             drain(0)
             print(f"error: an export worker died ({e}); the artifacts it had not finished are marked failed",
