@@ -1,0 +1,59 @@
+"""compressors/easyvqa_mllm.py: the small LLaVA trained on easy-VQA (its recipes, cache keys, image-use check)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compressors import easyvqa_mllm as em
+
+
+def test_earlier_recipes_keep_their_cache_keys_and_v3_has_its_own():
+    # docs/EVOCOMP.md names these cache folders; a new field must not silently orphan a trained checkpoint
+    v1, v2, v3 = (em.MLLMConfig(**em.RECIPES[r]).key() for r in ("v1", "v2", "v3"))
+    assert (v1, v2) == ("c6a2acacec49", "d4ad18579cdb")
+    assert len({v1, v2, v3}) == 3 and em.MLLMConfig().key() == v3
+    assert em.MLLMConfig(seed=1).key() != v3
+
+
+def test_uses_image_needs_a_margin_over_the_question_alone():
+    assert em.uses_image({"test_accuracy": 0.79, "test_accuracy_no_image": 0.67})
+    assert not em.uses_image({"test_accuracy": 0.69, "test_accuracy_no_image": 0.67})
+
+
+def test_v3_trains_on_whole_images_first_then_on_subsets(tmp_path, monkeypatch):
+    """A tiny model on 64 real easy-VQA questions: epoch 1 never drops visual tokens, epoch 2 always does
+    (p_drop = 1); the checkpoint is a real LlavaForConditionalGeneration and records question-only accuracy."""
+    cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
+                        epochs=2, batch=16, p_drop=1.0, keep_counts=(4,), full_image_epochs=1)
+    events = []
+    subset, accuracy = em.subset_answer_logits, em.accuracy
+
+    def spy_subset(model, *a, **k):
+        events.append("train-subset" if model.training else "eval-subset")
+        return subset(model, *a, **k)
+
+    def spy_accuracy(*a, **k):
+        events.append("accuracy")
+        return accuracy(*a, **k)
+
+    monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
+    monkeypatch.setattr(em, "accuracy", spy_accuracy)
+    items = (em.easyvqa_split("train")[:64], em.easyvqa_split("test")[:32])
+    out = em.train(cfg, tmp_path / "mllm", log=lambda *_: None, items=items)
+
+    first_eval = events.index("accuracy")
+    assert "train-subset" not in events[:first_eval]  # epoch 1: whole images only
+    second_epoch = events[first_eval:]
+    second_epoch = second_epoch[second_epoch.index("train-subset"):]
+    assert second_epoch[:4] == ["train-subset"] * 4  # epoch 2: every one of its 4 batches dropped tokens
+
+    metrics = json.loads((out / "easyvqa_metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy_no_image"] <= 1.0 and metrics["config"]["full_image_epochs"] == 1
+    model, tok = em.load_mllm(out)
+    assert type(model).__name__ == "LlavaForConditionalGeneration" and tok.convert_tokens_to_ids("<image>") == em.IMAGE_ID
+
+
+def test_unknown_split_is_refused():
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        em.easyvqa_split("validation")
