@@ -13,10 +13,12 @@ moos_default.gsm8k_labels. Validation = the last --val-samples *train* questions
 held-out (best epoch) and the slice the shipped setting is chosen on. Evaluation uses the first --test-samples
 *test* questions (0 = all 1,319), labelled by the same rule (held-out labels):
 - per piece, rate-free: token accuracy and keep-F1 of argmax(keep) against the labels, and S;
-- per rate and outlier setting, on compress_prompt's output (force_reserve_digit off): the kept words are
-  aligned back onto the question's words with LLMLingua-2's own alignment (moos_labels.label_words) and scored
-  against the labels (keep-F1, accuracy), plus the fraction of the question's numbers and of its
-  solution words (labelled keep, no digit) that survive.
+- per rate and outlier setting, on compress_prompt's own word labels (force_reserve_digit off; each question
+  all compressed in one call): a question word survives when every letter and digit of it reaches the LLM; scored
+  against the labels (keep-F1, accuracy), plus the fraction of the question's numbers and of its solution
+  words (labelled keep, no digit) that survive. (Until 2026-12-03 the compressed text was re-split and aligned
+  with moos_labels.label_words, which merged "5. 15" across a dropped sentence end and lost "400-meter" when
+  only its hyphen was dropped: it under-counted numbers.)
 Each cell is reported as the mean over --seeds and its spread (max - min). Writes ablation.json, ablation.md
 and ablation.png to --out-dir, and every trained variant's tensors (shipped form) to --out-dir/variants; with
 --ship NAME the first seed's NAME becomes the shipped default (compressors/data/moos_default_top.safetensors).
@@ -27,20 +29,17 @@ import argparse
 import copy
 import dataclasses
 import os
-import re
 import sys
 import tempfile
 import time
+import unicodedata
 
 import numpy as np
 
 from compkit.errors import CompkitError
 from compkit.files import dumps_json, write_text
 from . import moos_default as md
-from . import moos_labels, train_moos
-
-
-_SPLIT_NUM = re.compile(r"(\d) ?([,.]) ?(\d)")
+from . import train_moos
 
 
 class CachedScorer:
@@ -114,13 +113,70 @@ def setting(comp, outlier: str, weight: float, rarity):
     return c
 
 
-def score_compression(questions, labelled, compressed) -> dict:
+def _folded(text: str) -> tuple[str, list[int]]:
+    """text lower-cased and accent-stripped as an uncased WordPiece tokenizer sees it, and for each character of
+    the result the index of the original character it came from."""
+    out, where = [], []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFD", ch.lower()):
+            if unicodedata.category(c) != "Mn":
+                out.append(c), where.append(i)
+    return "".join(out), where
+
+
+def kept_characters(questions: list[str], words: list[str], labels: list[int]) -> tuple[list[np.ndarray], int]:
+    """Which characters of each question reach the LLM: the compressor's own words (compress_prompt's word labels
+    for all the questions, in order) placed back on the texts. Returns (kept [len(question)] bool per question,
+    words that could not be placed). A word is placed at its next occurrence; what it skips over may hold
+    whitespace and punctuation (with nothing to drop, compress_prompt's word list leaves some out) but no letter
+    or digit, else the word is counted as not placed."""
+    folded = [_folded(q) for q in questions]
+    text = "\n".join(t for t, _ in folded)
+    owner = []  # per character of text: (question, original index), None for the joins
+    for qi, (t, where) in enumerate(folded):
+        owner += [(qi, j) for j in where] + [None]
+    kept, pos, unplaced, after_unknown = [np.zeros(len(q), dtype=bool) for q in questions], 0, 0, False
+    for w, lab in zip(words, labels):
+        w = w.lower()
+        at = text.find(w, pos) if w and not (w.startswith("[") and w.endswith("]")) else -1
+        # [UNK] and the like, or a misplacement: its characters stay unkept; the word after an [UNK] may skip
+        # over the letters it stood for
+        if at < 0 or (not after_unknown and any(c.isalnum() for c in text[pos:at])):
+            unplaced += 1
+            after_unknown = w.startswith("[")
+            continue
+        after_unknown = False
+        if lab:
+            for qi, j in (owner[k] for k in range(at, at + len(w))):
+                kept[qi][j] = True
+        pos = at + len(w)
+    return kept, unplaced
+
+
+def surviving_words(question: str, words: list[str], kept: np.ndarray) -> np.ndarray:
+    """Per question word (the offline splitter's surface words, in order): every letter and digit of it kept
+    (a word of punctuation only: all of it)."""
+    out, pos = np.zeros(len(words), dtype=bool), 0
+    for i, w in enumerate(words):
+        at = question.find(w, pos)
+        if at < 0:
+            continue
+        alnum = [at + j for j, c in enumerate(w) if c.isalnum()] or list(range(at, at + len(w)))  # punctuation: itself
+        out[i] = bool(kept[alnum].all())
+        pos = at + len(w)
+    return out
+
+
+def score_compression(questions, labelled, word_labels) -> dict:
+    """Scores one compression of every question against its labels. A question word survives when all of its
+    letters and digits reach the LLM, read from compress_prompt's own word labels placed back on the text
+    (re-splitting the compressed text cannot tell "5,000" kept from "5. 15" across a dropped sentence end)."""
     tp = fp = fn = correct = total = 0
     nums, nums_kept, sol, sol_kept, kept_words = 0, 0, 0, 0, 0
-    for q, lab, text in zip(questions, labelled, compressed):
+    kept_chars, unplaced = kept_characters(questions, *word_labels)
+    for q, lab, kept in zip(questions, labelled, kept_chars):
         words, y = lab["words"], np.array(lab["labels"], dtype=bool)
-        comp_words = moos_labels.split_words(_SPLIT_NUM.sub(r"\1\2\3", text), "offline")[0]
-        pred = np.array(moos_labels.label_words(words, comp_words), dtype=bool)
+        pred = surviving_words(q, words, kept)
         digit = np.array([any(c.isdigit() for c in w) for w in words], dtype=bool)
         tp += int((pred & y).sum()); fp += int((pred & ~y).sum()); fn += int((~pred & y).sum())
         correct += int((pred == y).sum()); total += len(y)
@@ -128,7 +184,15 @@ def score_compression(questions, labelled, compressed) -> dict:
         sol += int((y & ~digit).sum()); sol_kept += int((pred & y & ~digit).sum()); kept_words += int(pred.sum())
     return {"keep_f1": 2 * tp / max(2 * tp + fp + fn, 1), "accuracy": correct / max(total, 1),
             "numbers_kept": nums_kept / max(nums, 1), "solution_words_kept": sol_kept / max(sol, 1),
-            "words_kept": kept_words / max(total, 1)}
+            "words_kept": kept_words / max(total, 1), "unplaced_words": unplaced}
+
+
+def word_labels(comp, questions: list[str], rate: float) -> tuple[list[str], list[int]]:
+    """compress_prompt's (words, keep labels) over all the questions, from its return_word_label output."""
+    sep, lsep = "\t\t|\t\t", " "
+    out = comp.compress_prompt(questions, rate=rate, return_word_label=True, word_sep=sep, label_sep=lsep)
+    pairs = [p.rsplit(lsep, 1) for p in out["fn_labeled_original_prompt"].split(sep) if p]
+    return [w for w, _ in pairs], [int(l) for _, l in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +241,7 @@ def compress_all(comp, questions, labels, weights, rates, rarity) -> dict:
     for kind, w in [("none", 0.0)] + [(k, w) for k in ("representation", "rarity") for w in weights]:
         c = setting(comp, "representation" if kind == "none" else kind, w, rarity)
         for rate in rates:
-            out = c.compress_prompt(questions, rate=rate)["compressed_prompt_list"]
-            res[f"{kind}:{w:g}@{rate:g}"] = score_compression(questions, labels, out)
+            res[f"{kind}:{w:g}@{rate:g}"] = score_compression(questions, labels, word_labels(c, questions, rate))
     return res
 
 

@@ -64,6 +64,42 @@ def test_build_refuses_a_missing_gsm8k_folder(tmp_path, capsys):
     assert "GSM8K file not found" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
+def test_ablation_reads_word_survival_from_the_compressors_own_labels():
+    """A word survives when all its letters and digits were kept, placed back from compress_prompt's word labels
+    across questions: "5." then "15" stay two numbers, a dropped hyphen keeps "400-meter", a dropped "s" loses
+    "Jerome's", accents fold as the uncased tokenizer folds them, [UNK] is counted, never placed."""
+    from compressors import moos_ablation as ab
+
+    questions = ["It costs 5. Then 15 more.", "Jerome's 400-meter café", "Zoë runs"]
+    words = ["it", "costs", "5", ".", "then", "15", "more", ".", "jerome", "'", "s", "400", "-", "meter", "cafe",
+             "[UNK]", "runs"]
+    labels = [0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 0]
+    kept, unplaced = ab.kept_characters(questions, words, labels)
+    assert unplaced == 1 and [len(k) for k in kept] == [len(q) for q in questions]
+    survived = [ab.surviving_words(q, md.gsm8k_labels(q, "")["words"], k) for q, k in zip(questions, kept)]
+    offline = [md.gsm8k_labels(q, "")["words"] for q in questions]
+    alive = {w for ws, s in zip(offline, survived) for w, ok in zip(ws, s) if ok}
+    assert {"5", "15", "more", "café"} <= alive and not alive & {"It", "costs", "Then", "Jerome's", "Zoë", "runs"}
+    assert "400-meter" in alive
+    labelled = [{"words": ws, "labels": [1] * len(ws)} for ws in offline]
+    score = ab.score_compression(questions, labelled, (words, labels))
+    assert score["unplaced_words"] == 1 and score["numbers_kept"] == 1.0  # 5, 15 and 400(-meter) all survive
+
+
+def test_ablation_at_rate_one_keeps_every_word_of_real_questions():
+    """Nothing dropped: with the real default compressor every number and solution word survives."""
+    from compressors import moos_ablation as ab
+    from compressors.moos import MOOSCompressor
+
+    questions = ["Ana has 3 apples and $1,250.50 in savings; she buys 12 more at 0.5 each.",
+                 "Zoë's 400-meter run took 1-hour. How many minutes?"]
+    labelled = [md.gsm8k_labels(q, "Ana 3 apples 12 minutes") for q in questions]
+    score = ab.score_compression(questions, labelled, ab.word_labels(MOOSCompressor.from_default(), questions, 1.0))
+    # (words_kept stays below 1: with nothing to drop, compress_prompt's word list leaves sentence ends out)
+    assert score["numbers_kept"] == score["solution_words_kept"] == 1.0 and score["words_kept"] > 0.9
+    assert score["unplaced_words"] == 0 and score["keep_f1"] < 1.0  # words outside the labels were kept too
+
+
 @pytest.mark.slow
 def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
     """The ablation command on compkit-authored GSM8K-style rows (so it needs nothing beside the project)."""
