@@ -8,12 +8,12 @@ import pytest
 from compressors import easyvqa_mllm as em
 
 
-def test_earlier_recipes_keep_their_cache_keys_and_v3_has_its_own():
+def test_earlier_recipes_keep_their_cache_keys_and_the_default_has_its_own():
     # docs/EVOCOMP.md names these cache folders; a new field must not silently orphan a trained checkpoint
-    v1, v2, v3 = (em.MLLMConfig(**em.RECIPES[r]).key() for r in ("v1", "v2", "v3"))
-    assert (v1, v2) == ("c6a2acacec49", "d4ad18579cdb")
-    assert len({v1, v2, v3}) == 3 and em.MLLMConfig().key() == v3
-    assert em.MLLMConfig(seed=1).key() != v3
+    keys = [em.MLLMConfig(**em.RECIPES[r]).key() for r in ("v1", "v2", "v3", "v4")]
+    assert keys[:3] == ["c6a2acacec49", "d4ad18579cdb", "177891cd6ef7"]
+    assert len(set(keys)) == 4 and em.MLLMConfig().key() == keys[3]
+    assert em.MLLMConfig(seed=1).key() != keys[3]
 
 
 def test_uses_image_needs_a_margin_over_the_question_alone():
