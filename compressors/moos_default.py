@@ -202,7 +202,8 @@ def main(argv=None) -> int:
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--beta", type=float, default=0.5)
     b.add_argument("--cosine-form", default="sample", help="sample (per-window S) or batch (pooled)")
-    b.add_argument("--digit-weight", type=float, default=1.0, help="CE weight of number pieces (1 = plain CE)")
+    b.add_argument("--digit-weight", type=float, default=10.0,
+                   help="CE weight of number pieces (1 = plain CE; 10, the default, is what ships: docs/MOOSCOMP.md)")
     b.add_argument("--val-samples", type=int, default=300, help="held-out: the last N train questions")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--threads", type=int, default=2)

@@ -100,6 +100,27 @@ def test_ablation_at_rate_one_keeps_every_word_of_real_questions():
     assert score["unplaced_words"] == 0 and score["keep_f1"] < 1.0  # words outside the labels were kept too
 
 
+def test_ablation_choice_puts_numbers_first_then_solution_words():
+    """On validation: settings that drop numbers lose to one that keeps them, whatever their solution words;
+    among those within the tolerance of the best numbers, the most solution words wins."""
+    from compressors import moos_ablation as ab
+
+    def setting(numbers, words):
+        out = {}
+        for part in ("val", "test"):
+            for r, n in zip(("0.25", "0.33"), numbers):
+                out[f"{part}_compression.none:0@{r}.numbers_kept"] = {"mean": n, "spread": 0.0}
+                out[f"{part}_compression.none:0@{r}.solution_words_kept"] = {"mean": words, "spread": 0.001}
+        return out
+
+    summary = {"untrained": setting((0.3, 0.4), 0.2), "CE": setting((0.95, 0.97), 0.41),
+               "CE+0.5*S": setting((0.955, 0.97), 0.412), "CE+0.5*S[dw10]": setting((0.989, 0.992), 0.396),
+               "CE+1*S[dw10]": setting((0.987, 0.991), 0.398), "CE+2*S[dw10]": setting((0.983, 0.99), 0.40)}
+    choice = ab.choose({"summary": summary, "config": {"rates": [0.25, 0.33]}})
+    assert choice["variant"] == "CE+1*S[dw10]" and choice["numbers_ok"] is False  # 0.987 >= 0.989 - 0.005; 0.983 is not
+    assert choice["test_gain"] == pytest.approx(0.398 - 0.41) and not choice["beats_ce"]
+
+
 @pytest.mark.slow
 def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
     """The ablation command on compkit-authored GSM8K-style rows (so it needs nothing beside the project)."""
