@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from compkit.errors import CompkitError
-from compkit.files import write_json
+from compkit.files import write_json, write_text
 from compressors import baselines
 from compressors.evo import EvoCompressor, keep_count, select
 from compressors.evo_label import LlavaAdapter
@@ -277,9 +277,13 @@ def write_outputs(result, out, log):
              f"cells: accuracy (share of all-token accuracy)", "",
              "| method | " + " | ".join(f"{r}x (keep {keep_count(result['visual_tokens'], ratio=int(r))})" for r in ratios[1:]) + " |",
              "|---|" + "---|" * (len(ratios) - 1)]
+    m = result.get("mllm_test_accuracy") or {}
+    if "test_accuracy_no_image" in m:
+        lines[1:1] = ["", f"MLLM {result['mllm']}: {m['test_accuracy']:.4f} on all easy-VQA TEST questions with every "
+                      f"visual token, {m['test_accuracy_no_image']:.4f} with none (the question alone)."]
     for name, acc in rows.items():
         if name == "all_tokens":
-            lines.append(f"| all tokens | " + " | ".join(f"{full:.3f}" for _ in ratios[1:]) + " |")
+            lines.append("| all tokens | " + " | ".join(f"{full:.3f}" for _ in ratios[1:]) + " |")
             continue
         lines.append(f"| {name} | " + " | ".join(f"{acc[r]:.3f} ({acc[r] / max(full, 1e-9):.1%})" for r in ratios[1:]) + " |")
     s = result["label_search"]
@@ -295,7 +299,7 @@ def write_outputs(result, out, log):
     lines += [f"| {k} | {v['samples']} | {v['strictly_below_mean_random']:.1%} | {v['tied_mean_random']:.1%} | {v['above_mean_random']:.1%} |"
               for k, v in s["by_kept"].items()]
     write_json(str(out.with_suffix(".json")), result)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(str(out.with_suffix(".md")), "\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -309,6 +313,15 @@ def write_outputs(result, out, log):
     fig.savefig(out.with_suffix(".png"), dpi=110)
     plt.close(fig)
     log("\n".join(lines))
+
+
+def mllm_accuracy(mllm: Path) -> dict:
+    """The easy-VQA MLLM's own TEST figures (easyvqa_mllm writes them beside the checkpoint), {} for another."""
+    try:
+        metrics = json.loads((mllm / "easyvqa_metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: metrics[k] for k in ("test_accuracy", "test_accuracy_no_image") if k in metrics}
 
 
 def main(argv=None):
@@ -328,6 +341,11 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     try:
         mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
+        mllm_acc = mllm_accuracy(mllm)
+        if "test_accuracy_no_image" in mllm_acc and not easyvqa_mllm.uses_image(mllm_acc):
+            print(f"warning: the MLLM {mllm.name} answers from the question alone ({mllm_acc['test_accuracy']:.4f} with "
+                  f"the image, {mllm_acc['test_accuracy_no_image']:.4f} without): no visual-token selection can "
+                  "matter on it", file=sys.stderr)
         labels = ensure_labels(mllm, work, args.labels, args.seed, print)
         compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
         model, tok, processor = load_llava(mllm)
@@ -341,7 +359,7 @@ def main(argv=None):
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
     rows = table(adapter, samples, compressors, (side, n // side))
-    result = {"mllm": mllm.name, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
+    result = {"mllm": mllm.name, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
               "accuracy": rows, "label_search": search_figures(labels),
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:])}

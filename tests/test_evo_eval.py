@@ -92,3 +92,24 @@ def test_search_figures_report_strict_ties_and_above_separately(tmp_path):
         (evo_eval.random_masks(r, 0)[1] == np.array(r["mask"], dtype=bool)).all() for r in out[1:]) / 8)
     assert f["by_kept"] == {"1": {"samples": 4, "strictly_below_mean_random": 0.5, "tied_mean_random": 0.25, "above_mean_random": 0.25}}
     assert f["mean_groups_per_image"] == 2 and f["groups_histogram"] == {"2": 4}
+
+
+def test_outputs_name_the_mllm_and_whether_it_uses_the_image(tmp_path):
+    """OUT.json / .md / .png; the markdown carries the MLLM's own TEST figures read beside its checkpoint."""
+    import json
+    mllm = tmp_path / "easyvqa-llava-x"
+    mllm.mkdir()
+    assert evo_eval.mllm_accuracy(mllm) == {}  # not an easy-VQA checkpoint: nothing to say
+    (mllm / "easyvqa_metrics.json").write_text(json.dumps({"test_accuracy": 0.8345, "test_accuracy_no_image": 0.6422,
+                                                           "history": []}))
+    acc = evo_eval.mllm_accuracy(mllm)
+    assert acc == {"test_accuracy": 0.8345, "test_accuracy_no_image": 0.6422}
+    test_search_figures_report_strict_ties_and_above_separately(tmp_path)
+    rows = {"all_tokens": {"1": 0.8, "2": 0.8, "4": 0.8}, "evocomp": {"2": 0.79, "4": 0.7}, "random": {"2": 0.78, "4": 0.75}}
+    result = {"mllm": mllm.name, "mllm_test_accuracy": acc, "test_questions": 10, "visual_tokens": 4, "ratios": [2, 4],
+              "accuracy": rows, "label_search": evo_eval.search_figures(tmp_path / "labels.jsonl")}
+    evo_eval.write_outputs(result, tmp_path / "out" / "table", log=lambda *_: None)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "MLLM easyvqa-llava-x: 0.8345 on all easy-VQA TEST questions with every visual token, 0.6422 with none" in md
+    assert "| evocomp | 0.790 (98.8%) | 0.700 (87.5%) |" in md and (tmp_path / "out" / "table.png").stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "table.json").read_text())["mllm_test_accuracy"] == acc
