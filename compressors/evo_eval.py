@@ -188,6 +188,32 @@ def table(adapter, samples, compressors, grid, log=print):
     return rows
 
 
+@torch.no_grad()
+def single_token_losses(adapter, samples, batch=256):
+    """[S, N]: the answer loss of each sample when the LLM sees only its visual token i (l = 0)."""
+    n = samples[0].visual.shape[0]
+    losses = torch.zeros(len(samples), n)
+    for b in range(0, len(samples), batch):
+        chunk = samples[b:b + batch]
+        answers = torch.tensor([s.answer for s in chunk])
+        for i in range(n):
+            emb, att, last = sequences(adapter, chunk, [s.visual[i:i + 1] for s in chunk])
+            h = adapter.lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
+            logits = adapter.model.lm_head(h[torch.arange(len(chunk)), last])
+            losses[b:b + batch, i] = torch.nn.functional.cross_entropy(logits, answers, reduction="none")
+    return losses
+
+
+def single_token_figures(losses, scores):
+    """How good a compressor's top-1 token is (64x): the answer loss with only that visual token, against the
+    best single token, a random one (the mean over tokens) and the rank of the pick among all N by loss."""
+    rows, top = torch.arange(len(losses)), scores.argmax(1)
+    picked = losses[rows, top]
+    return {"samples": len(losses), "mean_loss_best_single": float(losses.min(1).values.mean()),
+            "mean_loss_random_single": float(losses.mean()), "mean_loss_top1": float(picked.mean()),
+            "mean_rank_top1": float((losses < picked[:, None]).sum(1).float().mean()), "tokens": losses.shape[1]}
+
+
 TIE_TOL = 1e-5  # |loss difference| at or below this is a tie: float32 noise of the same mask in another batch is ~1e-7
 
 
@@ -298,6 +324,12 @@ def write_outputs(result, out, log):
               "", "| kept tokens | samples | strictly below mean random | tied | above |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['samples']} | {v['strictly_below_mean_random']:.1%} | {v['tied_mean_random']:.1%} | {v['above_mean_random']:.1%} |"
               for k, v in s["by_kept"].items()]
+    if "evocomp_single_token" in result:
+        f = result["evocomp_single_token"]
+        lines += ["", f"EvoComp's top-1 token (64x), {f['samples']} test questions: answer loss with only that token "
+                  f"{f['mean_loss_top1']:.4f}, with the best single token {f['mean_loss_best_single']:.4f}, with a random "
+                  f"one {f['mean_loss_random_single']:.4f}; its mean rank among the {f['tokens']} tokens by loss "
+                  f"{f['mean_rank_top1']:.1f} (0 = the best)."]
     write_json(str(out.with_suffix(".json")), result)
     write_text(str(out.with_suffix(".md")), "\n".join(lines) + "\n")
     import matplotlib
@@ -359,8 +391,10 @@ def main(argv=None):
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
     rows = table(adapter, samples, compressors, (side, n // side))
+    evo, evo_text = compressors["evocomp"]
+    single = single_token_figures(single_token_losses(adapter, samples), evo_scores(evo, samples, evo_text))
     result = {"mllm": mllm.name, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
-              "accuracy": rows, "label_search": search_figures(labels),
+              "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:])}
     write_outputs(result, args.out, print)

@@ -113,3 +113,17 @@ def test_outputs_name_the_mllm_and_whether_it_uses_the_image(tmp_path):
     assert "MLLM easyvqa-llava-x: 0.8345 on all easy-VQA TEST questions with every visual token, 0.6422 with none" in md
     assert "| evocomp | 0.790 (98.8%) | 0.700 (87.5%) |" in md and (tmp_path / "out" / "table.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "table.json").read_text())["mllm_test_accuracy"] == acc
+
+
+def test_single_token_figures_rank_the_pick_among_every_token(setup):
+    adapter, samples, evo, _ = setup
+    losses = evo_eval.single_token_losses(adapter, samples)
+    assert losses.shape == (len(samples), samples[0].visual.shape[0]) and bool((losses > 0).all())
+    f = evo_eval.single_token_figures(losses, evo_eval.evo_scores(evo, samples))
+    assert f["mean_loss_best_single"] <= min(f["mean_loss_top1"], f["mean_loss_random_single"])
+    assert 0 <= f["mean_rank_top1"] < f["tokens"] == losses.shape[1]
+    oracle = evo_eval.single_token_figures(losses, -losses)  # picks each sample's best token
+    assert oracle["mean_rank_top1"] == 0 and oracle["mean_loss_top1"] == oracle["mean_loss_best_single"]
+    worst = evo_eval.single_token_figures(losses, losses)
+    assert worst["mean_rank_top1"] == pytest.approx(float((losses < losses.max(1, keepdim=True).values).sum(1).float().mean()))
+    assert worst["mean_loss_top1"] >= f["mean_loss_random_single"]
