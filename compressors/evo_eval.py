@@ -396,7 +396,7 @@ def main(argv=None):
     result = {"mllm": mllm.name, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
               "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
-              "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:])}
+              "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
     write_outputs(result, args.out, print)
     return 0
 
