@@ -57,3 +57,22 @@ def test_v3_trains_on_whole_images_first_then_on_subsets(tmp_path, monkeypatch):
 def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match="'train' or 'test'"):
         em.easyvqa_split("validation")
+
+
+def test_spread_term_spreads_the_visual_tokens(tmp_path):
+    """The same tiny training with and without the spread term: with it, an image's projected visual tokens are
+    less alike (lower mean pairwise cosine); the term's weight is part of the cache key only when set."""
+    import torch
+
+    base = dict(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
+                epochs=1, batch=16, p_drop=0.0, keep_counts=(), full_image_epochs=0)
+    items = (em.easyvqa_split("train")[:64], em.easyvqa_split("test")[:16])
+    pixels = em.PixelCache(64)([p for p, _, _ in items[1]])
+    spread = {}
+    for w in (0.0, 1.0):
+        out = em.train(em.MLLMConfig(spread_weight=w, **base), tmp_path / f"m{w}", log=lambda *_: None, items=items)
+        model, _ = em.load_mllm(out)
+        with torch.no_grad():
+            spread[w] = float(em.visual_spread(model, pixels).mean())
+    assert -1.0 <= spread[1.0] < spread[0.0] <= 1.0
+    assert em.MLLMConfig(spread_weight=0.0).key() == em.MLLMConfig().key() != em.MLLMConfig(spread_weight=0.5).key()
