@@ -30,6 +30,9 @@ def plan(build_dir: str) -> list[str]:
             manifest = json.load(f)
     except ValueError:
         raise SystemExit(f"error: {manifest_path} is not valid JSON: rerun export.build") from None
+    if manifest.get("complete") is False:  # an interrupted export (docs/RELIABILITY.md); absent in older builds
+        why = f"it was {manifest['stopped']}" if manifest.get("stopped") else "the export was interrupted or crashed"
+        raise SystemExit(f"error: {manifest_path} is marked incomplete ({why}): rebuild into a new folder with export.build")
     if manifest.get("target") != "ios":
         raise SystemExit(f"error: {manifest_path} was built for target {manifest.get('target')!r}, not ios: rebuild with --target ios")
     enabled = [a["file"] for a in manifest.get("artifacts", []) if a.get("enabled") and a.get("backend") in BACKENDS]

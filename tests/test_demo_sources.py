@@ -134,7 +134,7 @@ def test_evo_sample_fits_the_default_evocomp():
     assert matplotlib.image.imread(d / meta["image"]).shape[:2] == (meta["grid"][0] * meta["patch_px"], meta["grid"][1] * meta["patch_px"])
 
 
-def _fake_build(root: Path, target: str, moos_enabled: bool = True) -> Path:
+def _fake_build(root: Path, target: str, moos_enabled: bool = True, **manifest_fields) -> Path:
     """A build folder laid out as docs/ARTIFACTS.md says (tiny stand-in files: only the copying is tested)."""
     root.mkdir()
     (root / "moos_tokenizer").mkdir()
@@ -147,7 +147,7 @@ def _fake_build(root: Path, target: str, moos_enabled: bool = True) -> Path:
             {"file": "moos_etcoreml_fp16_128.pte", "model": "moos", "backend": "etcoreml", "quant": "fp16", "enabled": moos_enabled},
             {"file": "evo_coreml_fp16.mlpackage", "model": "evo", "backend": "coreml", "quant": "fp16", "enabled": False},
             {"file": "moos_xnnpack_fp32_128.pte", "model": "moos", "backend": "xnnpack", "quant": "fp32", "enabled": True}]
-    (root / "manifest.json").write_text(json.dumps({"schema": 1, "target": target, "artifacts": arts}))
+    (root / "manifest.json").write_text(json.dumps({"schema": 1, "target": target, "artifacts": arts, **manifest_fields}))
     return root
 
 
@@ -163,7 +163,9 @@ def test_ios_copy_artifacts(tmp_path):
                                                       "moos_etcoreml_fp16_128.pte", "moos_tokenizer", "vectors.json"]
     assert (dest / "moos_coreml_fp16_128.mlpackage/Manifest.json").is_file()
     for build, why in [(_fake_build(tmp_path / "android", "android"), "not ios"), (tmp_path / "nowhere", "no manifest.json"),
-                       (_fake_build(tmp_path / "off", "ios", moos_enabled=False), "no enabled MOOSComp")]:
+                       (_fake_build(tmp_path / "off", "ios", moos_enabled=False), "no enabled MOOSComp"),
+                       (_fake_build(tmp_path / "cut", "ios", complete=False, stopped="SIGTERM after 1/4 artifacts"),
+                        "is marked incomplete (it was SIGTERM after 1/4 artifacts)")]:
         r = run(build, dest)
         assert r.returncode != 0 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert (dest / "moos_coreml_fp16_128.mlpackage").is_dir()  # a failed copy leaves the last good one alone

@@ -80,6 +80,10 @@ tasks.register("copyCompkitArtifacts") {
         }
         @Suppress("UNCHECKED_CAST")
         val manifest = JsonSlurper().parse(manifestFile) as Map<String, Any?>
+        if (manifest["complete"] == false) { // an interrupted export (docs/RELIABILITY.md); absent in older builds
+            val why = manifest["stopped"]?.let { "it was $it" } ?: "the export was interrupted or crashed"
+            throw GradleException("$manifestFile is marked incomplete ($why): rebuild into a new folder with `python -m export.build --target android`")
+        }
         if (manifest["target"] != "android") {
             throw GradleException("$manifestFile was built for target '${manifest["target"]}', not android: rebuild with --target android")
         }
