@@ -62,6 +62,12 @@ class MLLMConfig:
     # spread_weight > 0 adds that times the mean pairwise cosine of each image's projected visual tokens to the
     # loss: nearly parallel tokens (mean cosine 0.955 on v1) share one nearest word, so grouping finds ~1.5 groups
     spread_weight: float = 0.0
+    # "easy-vqa-mosaic": 2 x 2 mosaics of easy-VQA images (32 px tiles on the same 64 px canvas), each question
+    # about one named tile (compressors/easyvqa_mosaic.py)
+    data: str = "easy-vqa"
+    # a recipe name: training starts from that recipe's trained checkpoint (same shapes and vocabulary), as a
+    # LLaVA is fine-tuned from a pretrained one; from scratch, the mosaic model never used the image
+    init_from: str = ""
 
     @property
     def n_visual(self):
@@ -78,6 +84,10 @@ class MLLMConfig:
             d.pop("full_image_epochs")
         if not self.spread_weight:
             d.pop("spread_weight")
+        if self.data == "easy-vqa":
+            d.pop("data")
+        if not self.init_from:
+            d.pop("init_from")
         if not self.p_drop:
             d.pop("p_drop"), d.pop("keep_counts")
         else:
@@ -88,7 +98,9 @@ class MLLMConfig:
 V1 = dict(version=1, p_drop=0.0, keep_counts=(), full_image_epochs=0, lr=3e-3)
 V2 = dict(version=2, full_image_epochs=0, lr=3e-3)
 V3 = dict(version=3, lr=3e-3)
-RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}}
+MOSAIC = dict(data="easy-vqa-mosaic", init_from="v4")
+RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC}
+DATA_SETS = ("easy-vqa", "easy-vqa-mosaic")
 IMAGE_USE_MARGIN = 0.03  # all-token accuracy must beat question-only accuracy by this much, or the image is unused
 
 
@@ -110,6 +122,16 @@ def easyvqa_split(split):
     else:
         raise ValueError(f"easy-VQA split must be 'train' or 'test', got {split!r}")
     return [(paths[i], qq, aa) for qq, aa, i in zip(q, a, ids)]
+
+
+def data_split(data, split):
+    """[(image_path, question, answer)] of a data set this module trains on ('easy-vqa' or 'easy-vqa-mosaic')."""
+    if data == "easy-vqa":
+        return easyvqa_split(split)
+    if data == "easy-vqa-mosaic":
+        from compressors.easyvqa_mosaic import mosaic_split
+        return mosaic_split(split)
+    raise ValueError(f"unknown data set {data!r}: use one of {', '.join(DATA_SETS)}")
 
 
 def load_pixels(path, image_size=64):
@@ -146,7 +168,11 @@ def build_tokenizer(cfg: MLLMConfig):
     import easy_vqa
     task = sorted({w for q in easy_vqa.get_train_questions()[0] for w in question_words(q)} | set(easy_vqa.get_answers()))
     vocab = {t: i for i, t in enumerate(SPECIALS)}
-    for w in task + english_words(cfg.english_words):
+    extra = []
+    if cfg.data == "easy-vqa-mosaic":  # last, so that every earlier id (and so an init_from checkpoint) is unchanged
+        from compressors.easyvqa_mosaic import POSITION_WORDS
+        extra = list(POSITION_WORDS)
+    for w in task + english_words(cfg.english_words) + extra:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
@@ -277,7 +303,15 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
     torch.set_num_threads(threads)
     tok = build_tokenizer(cfg)
     model = build_model(cfg, len(tok), attn="sdpa")  # faster to train; attention-returning users load eager
-    train_items, test_items = items or (easyvqa_split("train"), easyvqa_split("test"))
+    if cfg.init_from:
+        start = trained_mllm_dir(MLLMConfig(**RECIPES[cfg.init_from]), log=log, threads=threads)
+        from transformers import LlavaForConditionalGeneration  # its loader maps the saved (legacy) key names
+        state = LlavaForConditionalGeneration.from_pretrained(start).state_dict()
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in model.state_dict().items()}:
+            raise ValueError(f"init_from {cfg.init_from!r} ({start}) does not have this config's shapes or vocabulary")
+        model.load_state_dict(state)
+        log(f"starting from {start.name}")
+    train_items, test_items = items or (data_split(cfg.data, "train"), data_split(cfg.data, "test"))
     pixels = PixelCache(cfg.image_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * ((len(train_items) + cfg.batch - 1) // cfg.batch)
@@ -354,18 +388,21 @@ def load_mllm(directory):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=MLLMConfig.epochs)
+    ap.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     ap.add_argument("--seed", type=int, default=MLLMConfig.seed)
     ap.add_argument("--lr", type=float, help="peak AdamW learning rate (one-cycle; default: the recipe's)")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
                     help="v1: full images only (the first model); v2: random visual-token subsets too; "
-                         "v3: v2 after one epoch of full images; v4 (default): v3 at lr 1e-3")
+                         "v3: v2 after one epoch of full images; v4 (default): v3 at lr 1e-3; "
+                         "mosaic: v4's recipe on 2 x 2 easy-VQA mosaics, starting from the trained v4 model")
     ap.add_argument("--spread-weight", type=float, help="weight of the visual-token spread term (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     recipe = dict(RECIPES[args.recipe], **{k: v for k, v in (("lr", args.lr), ("spread_weight", args.spread_weight))
                                            if v is not None})
-    cfg = MLLMConfig(epochs=args.epochs, seed=args.seed, **recipe)
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
+    cfg = MLLMConfig(seed=args.seed, **recipe)
     out = trained_mllm_dir(cfg, threads=args.threads)
     metrics = json.loads((out / "easyvqa_metrics.json").read_text())
     print(f"{out}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")

@@ -269,10 +269,10 @@ def search_figures(label_path, tol=TIE_TOL):
             "seconds_per_sample": float(np.mean([r["seconds"] for r in rows]))}
 
 
-def ensure_labels(mllm, work, n_labels, seed, log):
+def ensure_labels(mllm, work, n_labels, seed, log, data="easy-vqa"):
     from compressors import evo_label_cli
     labels = work / "labels.jsonl"
-    argv = ["--mllm", str(mllm), "--data", "easy-vqa:train", "--subset-seed", str(seed), "--limit", str(n_labels),
+    argv = ["--mllm", str(mllm), "--data", f"{data}:train", "--subset-seed", str(seed), "--limit", str(n_labels),
             "--out", str(labels), "--seed", str(seed)]
     log(f"label search: python -m compressors.evo_label {' '.join(argv)}")
     if evo_label_cli.main(argv) != 0:
@@ -294,18 +294,22 @@ def ensure_compressors(mllm, labels, work, epochs, seed, log):
     return out
 
 
+DATA_NAMES = {"easy-vqa": "easy-VQA", "easy-vqa-mosaic": "easy-VQA 2 x 2 mosaic"}
+
+
 def write_outputs(result, out, log):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, ratios = result["accuracy"], ["1"] + [str(r) for r in result["ratios"]]
     full = rows["all_tokens"]["1"]
-    lines = [f"easy-VQA test accuracy, {result['test_questions']} questions (seeded subset), {result['visual_tokens']} visual tokens; "
+    data = DATA_NAMES[result.get("data", "easy-vqa")]
+    lines = [f"{data} test accuracy, {result['test_questions']} questions (seeded subset), {result['visual_tokens']} visual tokens; "
              f"cells: accuracy (share of all-token accuracy)", "",
              "| method | " + " | ".join(f"{r}x (keep {keep_count(result['visual_tokens'], ratio=int(r))})" for r in ratios[1:]) + " |",
              "|---|" + "---|" * (len(ratios) - 1)]
     m = result.get("mllm_test_accuracy") or {}
     if "test_accuracy_no_image" in m:
-        lines[1:1] = ["", f"MLLM {result['mllm']}: {m['test_accuracy']:.4f} on all easy-VQA TEST questions with every "
+        lines[1:1] = ["", f"MLLM {result['mllm']}: {m['test_accuracy']:.4f} on all {data} TEST questions with every "
                       f"visual token, {m['test_accuracy_no_image']:.4f} with none (the question alone)."]
     for name, acc in rows.items():
         if name == "all_tokens":
@@ -339,7 +343,7 @@ def write_outputs(result, out, log):
     for name, acc in rows.items():
         style = "-o" if name.startswith("evocomp") else ("--" if name in BASELINES or name == "all_tokens" else ":")
         ax.plot([int(r) for r in ratios[1:]], [acc[r] for r in ratios[1:]], style, label=name, linewidth=2 if name == "evocomp" else 1)
-    ax.set_xscale("log", base=2), ax.set_xlabel("compression ratio (visual tokens)"), ax.set_ylabel("easy-VQA test accuracy")
+    ax.set_xscale("log", base=2), ax.set_xlabel("compression ratio (visual tokens)"), ax.set_ylabel(f"{data} test accuracy")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
@@ -360,7 +364,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
-    ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM, trained if missing)")
+    ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM of --data, trained if missing)")
+    ap.add_argument("--data", choices=["easy-vqa", "easy-vqa-mosaic"], default="easy-vqa",
+                    help="labels on its TRAIN split, accuracy on its TEST split; easy-vqa-mosaic: 2 x 2 mosaics, "
+                         "each question about one named tile (default MLLM: the 'mosaic' recipe)")
     ap.add_argument("--labels", type=int, default=300, help="train samples to label")
     ap.add_argument("--test", type=int, default=2000, help="test questions (seeded subset)")
     ap.add_argument("--epochs", type=int, default=40)
@@ -372,20 +379,21 @@ def main(argv=None):
     t0, work = time.time(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir()
+        recipe = easyvqa_mllm.RECIPES["mosaic" if args.data == "easy-vqa-mosaic" else "v4"]
+        mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**recipe))
         mllm_acc = mllm_accuracy(mllm)
         if "test_accuracy_no_image" in mllm_acc and not easyvqa_mllm.uses_image(mllm_acc):
             print(f"warning: the MLLM {mllm.name} answers from the question alone ({mllm_acc['test_accuracy']:.4f} with "
                   f"the image, {mllm_acc['test_accuracy_no_image']:.4f} without): no visual-token selection can "
                   "matter on it", file=sys.stderr)
-        labels = ensure_labels(mllm, work, args.labels, args.seed, print)
+        labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data)
         compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
         model, tok, processor = load_llava(mllm)
     except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     adapter = LlavaAdapter(model)
-    test = easyvqa_mllm.easyvqa_split("test")
+    test = easyvqa_mllm.data_split(args.data, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
     samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens)
     n = samples[0].visual.shape[0]
@@ -393,7 +401,7 @@ def main(argv=None):
     rows = table(adapter, samples, compressors, (side, n // side))
     evo, evo_text = compressors["evocomp"]
     single = single_token_figures(single_token_losses(adapter, samples), evo_scores(evo, samples, evo_text))
-    result = {"mllm": mllm.name, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
+    result = {"mllm": mllm.name, "data": args.data, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
               "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}

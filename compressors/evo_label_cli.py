@@ -2,7 +2,8 @@
 
     python -m compressors.evo_label --mllm DIR --data easy-vqa:train --limit 300 --out labels.jsonl
 
---data is `easy-vqa:train` / `easy-vqa:test` (the PyPI package) or a JSONL file of
+--data is `easy-vqa:train` / `easy-vqa:test` (the PyPI package), `easy-vqa-mosaic:train` / `:test` (its 2 x 2
+mosaics, compressors/easyvqa_mosaic.py) or a JSONL file of
 {"image": path (relative to the file's folder), "question": ..., "answer": ...}. The prompt is
 `--prompt` with {question} filled in; the tokenizer's image token is expanded to the model's number of
 visual tokens (as LLaVA's processor does), BOS is prepended when the tokenizer does not add it, and the
@@ -71,16 +72,18 @@ def load_llava(directory):
 def read_data(spec, limit=None, subset_seed=None):
     """[(image path, question, answer)] from easy-vqa:SPLIT or a JSONL file; one-line errors.
     subset_seed: a seeded shuffle before `limit` (a larger limit later extends the same subset)."""
-    if spec.startswith("easy-vqa:"):
-        from compressors.easyvqa_mllm import easyvqa_split
+    name, _, split = spec.partition(":")
+    from compressors.easyvqa_mllm import DATA_SETS, data_split
+    if name in DATA_SETS and split:
         try:
-            items = easyvqa_split(spec.split(":", 1)[1])
+            items = data_split(name, split)
         except ValueError as e:
             raise LabelError(f"--data {spec}: {e}") from None
     else:
         path = Path(spec)
         if not path.is_file():
-            raise LabelError(f"--data {spec}: no such file (pass a JSONL file or easy-vqa:train / easy-vqa:test)")
+            raise LabelError(f"--data {spec}: no such file (pass a JSONL file, easy-vqa:train / easy-vqa:test or "
+                             "easy-vqa-mosaic:train / easy-vqa-mosaic:test)")
         items = []
         for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
@@ -193,7 +196,7 @@ def label_sample(adapter, vocab, px, ids, labels, search, seed, n_random=8):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_label", description="Search EvoComp labels against a LLaVA checkpoint's own loss.")
     ap.add_argument("--mllm", required=True, help="LlavaForConditionalGeneration checkpoint folder (with tokenizer and image processor)")
-    ap.add_argument("--data", required=True, help="easy-vqa:train, easy-vqa:test, or a JSONL of image/question/answer")
+    ap.add_argument("--data", required=True, help="easy-vqa:train, easy-vqa:test, easy-vqa-mosaic:train|test, or a JSONL of image/question/answer")
     ap.add_argument("--out", required=True, help="label file (JSONL); an existing one is resumed")
     ap.add_argument("--limit", type=int, help="first N samples only")
     ap.add_argument("--subset-seed", type=int, help="shuffle the data set with this seed before --limit")

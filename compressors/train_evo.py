@@ -177,7 +177,8 @@ def train(args, log=print):
     tr = [i for i, r in enumerate(rows) if r["image"] not in val_images]
     what = "random one-per-group labels" if args.random_labels else "evolutionary labels"
     data = header["config"]["data"]
-    data = {"easy-vqa:train": "easy-VQA TRAIN questions (PyPI easy-vqa 1.0)"}.get(data, data)
+    data = {"easy-vqa:train": "easy-VQA TRAIN questions (PyPI easy-vqa 1.0)",
+            "easy-vqa-mosaic:train": "easy-VQA TRAIN questions on 2 x 2 mosaics of TRAIN images (PyPI easy-vqa 1.0)"}.get(data, data)
     prov = (f"EvoComp ({args.variant}) trained on {len(tr)} {what} of {data} searched against the LLaVA "
             f"checkpoint {Path(args.mllm).name} (fingerprint {header['model']}) ({args.loss}{' + %g cosine' % args.alpha if args.alpha else ''}"
             f"{', no text' if args.no_text else ''}, seed {args.seed})")
