@@ -1,6 +1,7 @@
 """The trained MOOSComp default: its offline GSM8K label rule, the shipped tensors and what they learned."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,20 +106,31 @@ def test_ablation_choice_puts_numbers_first_then_solution_words():
     among those within the tolerance of the best numbers, the most solution words wins."""
     from compressors import moos_ablation as ab
 
-    def setting(numbers, words):
+    def setting(numbers, words, gains=(0.0, 0.0, 0.0)):
         out = {}
         for part in ("val", "test"):
             for r, n in zip(("0.25", "0.33"), numbers):
                 out[f"{part}_compression.none:0@{r}.numbers_kept"] = {"mean": n, "spread": 0.0}
-                out[f"{part}_compression.none:0@{r}.solution_words_kept"] = {"mean": words, "spread": 0.001}
+                per_seed = [words + 0.01 * k + g for k, g in enumerate(gains)]  # seeds differ more than settings
+                out[f"{part}_compression.none:0@{r}.solution_words_kept"] = {
+                    "mean": float(np.mean(per_seed)), "spread": float(np.ptp(per_seed)), "values": per_seed}
         return out
 
     summary = {"untrained": setting((0.3, 0.4), 0.2), "CE": setting((0.95, 0.97), 0.41),
-               "CE+0.5*S": setting((0.955, 0.97), 0.412), "CE+0.5*S[dw10]": setting((0.989, 0.992), 0.396),
+               "CE+0.5*S": setting((0.955, 0.97), 0.41, gains=(0.002, 0.003, 0.001)),
+               "CE+0.5*S[dw10]": setting((0.989, 0.992), 0.396),
                "CE+1*S[dw10]": setting((0.987, 0.991), 0.398), "CE+2*S[dw10]": setting((0.983, 0.99), 0.40)}
     choice = ab.choose({"summary": summary, "config": {"rates": [0.25, 0.33]}})
     assert choice["variant"] == "CE+1*S[dw10]" and choice["numbers_ok"] is False  # 0.987 >= 0.989 - 0.005; 0.983 is not
     assert choice["test_gain"] == pytest.approx(0.398 - 0.41) and not choice["beats_ce"]
+    assert choice["paired"]["seeds_up"] == 0 and choice["paired"]["mean_gain"] == pytest.approx(-0.012)
+
+    # solution words alone (the issue's target): the setting that gains on every seed, though by less than the
+    # seed spread; the paired test sees what the spread rule cannot
+    words = ab.choose({"summary": summary, "config": {"rates": [0.25, 0.33]}}, numbers_first=False)
+    assert words["variant"] == "CE+0.5*S" and not words["beats_ce"]
+    assert words["paired"]["seeds_up"] == 3 and words["paired"]["mean_gain"] == pytest.approx(0.002)
+    assert words["paired"]["p_one_sided"] < 0.05
 
 
 @pytest.mark.slow
