@@ -16,7 +16,10 @@ held-out (best epoch) and the slice the shipped setting is chosen on. Evaluation
 - per rate and outlier setting, on compress_prompt's own word labels (force_reserve_digit off; each question
   all compressed in one call): a question word survives when every letter and digit of it reaches the LLM; scored
   against the labels (keep-F1, accuracy), plus the fraction of the question's numbers and of its solution
-  words (labelled keep, no digit) that survive. (Until 2026-12-03 the compressed text was re-split and aligned
+  words (labelled keep, no digit) that survive. A number is a run of digits with the separators inside it
+  ("10,440,000", "2.00"): it survives when its digits do and no separator of it is dropped, whatever happens to
+  letters joined to it
+  ("30" of "30-minute"); `digit_words_kept`, the figure before 2026-12-03 (evening), also needs those letters. (Until 2026-12-03 the compressed text was re-split and aligned
   with moos_labels.label_words, which merged "5. 15" across a dropped sentence end and lost "400-meter" when
   only its hyphen was dropped: it under-counted numbers.)
 Each cell is reported as the mean over --seeds and its spread (max - min). Writes ablation.json, ablation.md
@@ -32,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+import re
 import unicodedata
 
 import numpy as np
@@ -125,17 +129,24 @@ def _folded(text: str) -> tuple[str, list[int]]:
 
 
 def kept_characters(questions: list[str], words: list[str], labels: list[int]) -> tuple[list[np.ndarray], int]:
-    """Which characters of each question reach the LLM: the compressor's own words (compress_prompt's word labels
-    for all the questions, in order) placed back on the texts. Returns (kept [len(question)] bool per question,
-    words that could not be placed). A word is placed at its next occurrence; what it skips over may hold
-    whitespace and punctuation (with nothing to drop, compress_prompt's word list leaves some out) but no letter
-    or digit, else the word is counted as not placed."""
+    """Which characters of each question reach the LLM: (kept [len(question)] bool per question, words that could
+    not be placed); see character_labels."""
+    marks, unplaced = character_labels(questions, words, labels)
+    return [m == 1 for m in marks], unplaced
+
+
+def character_labels(questions: list[str], words: list[str], labels: list[int]) -> tuple[list[np.ndarray], int]:
+    """The compressor's own words (compress_prompt's word labels for all the questions, in order) placed back on
+    the texts: per character 1 kept, 0 dropped, -1 in no listed word. Returns (marks [len(question)] int8 per
+    question, words that could not be placed). A word is placed at its next occurrence; what it skips over may
+    hold whitespace and punctuation (with nothing to drop, compress_prompt's word list leaves some out) but no
+    letter or digit, else the word is counted as not placed."""
     folded = [_folded(q) for q in questions]
     text = "\n".join(t for t, _ in folded)
     owner = []  # per character of text: (question, original index), None for the joins
     for qi, (t, where) in enumerate(folded):
         owner += [(qi, j) for j in where] + [None]
-    kept, pos, unplaced, after_unknown = [np.zeros(len(q), dtype=bool) for q in questions], 0, 0, False
+    kept, pos, unplaced, after_unknown = [np.full(len(q), -1, dtype=np.int8) for q in questions], 0, 0, False
     for w, lab in zip(words, labels):
         w = w.lower()
         at = text.find(w, pos) if w and not (w.startswith("[") and w.endswith("]")) else -1
@@ -146,9 +157,8 @@ def kept_characters(questions: list[str], words: list[str], labels: list[int]) -
             after_unknown = w.startswith("[")
             continue
         after_unknown = False
-        if lab:
-            for qi, j in (owner[k] for k in range(at, at + len(w))):
-                kept[qi][j] = True
+        for qi, j in (owner[k] for k in range(at, at + len(w))):
+            kept[qi][j] = 1 if lab else 0
         pos = at + len(w)
     return kept, unplaced
 
@@ -167,14 +177,18 @@ def surviving_words(question: str, words: list[str], kept: np.ndarray) -> np.nda
     return out
 
 
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")  # "10,440,000", "2.00", the "30" of "30-minute", the "3" of "3rd"
+
+
 def score_compression(questions, labelled, word_labels) -> dict:
     """Scores one compression of every question against its labels. A question word survives when all of its
     letters and digits reach the LLM, read from compress_prompt's own word labels placed back on the text
     (re-splitting the compressed text cannot tell "5,000" kept from "5. 15" across a dropped sentence end)."""
     tp = fp = fn = correct = total = 0
-    nums, nums_kept, sol, sol_kept, kept_words = 0, 0, 0, 0, 0
-    kept_chars, unplaced = kept_characters(questions, *word_labels)
-    for q, lab, kept in zip(questions, labelled, kept_chars):
+    nums, nums_kept, sol, sol_kept, kept_words, spans, spans_kept = 0, 0, 0, 0, 0, 0, 0
+    marks, unplaced = character_labels(questions, *word_labels)
+    for q, lab, mark in zip(questions, labelled, marks):
+        kept = mark == 1
         words, y = lab["words"], np.array(lab["labels"], dtype=bool)
         pred = surviving_words(q, words, kept)
         digit = np.array([any(c.isdigit() for c in w) for w in words], dtype=bool)
@@ -182,8 +196,14 @@ def score_compression(questions, labelled, word_labels) -> dict:
         correct += int((pred == y).sum()); total += len(y)
         nums += int(digit.sum()); nums_kept += int((pred & digit).sum())
         sol += int((y & ~digit).sum()); sol_kept += int((pred & y & ~digit).sum()); kept_words += int(pred.sum())
+        for m in NUMBER.finditer(q):  # digits kept, and no separator dropped (unlisted ones: at rate 1 none is)
+            span = mark[m.start():m.end()]
+            digits = np.array([c.isdigit() for c in m.group()])
+            spans += 1
+            spans_kept += int((span[digits] == 1).all() and not (span == 0).any())
     return {"keep_f1": 2 * tp / max(2 * tp + fp + fn, 1), "accuracy": correct / max(total, 1),
-            "numbers_kept": nums_kept / max(nums, 1), "solution_words_kept": sol_kept / max(sol, 1),
+            "numbers_kept": spans_kept / max(spans, 1), "digit_words_kept": nums_kept / max(nums, 1),
+            "solution_words_kept": sol_kept / max(sol, 1),
             "words_kept": kept_words / max(total, 1), "unplaced_words": unplaced}
 
 

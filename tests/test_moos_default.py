@@ -87,6 +87,25 @@ def test_ablation_reads_word_survival_from_the_compressors_own_labels():
     assert score["unplaced_words"] == 1 and score["numbers_kept"] == 1.0  # 5, 15 and 400(-meter) all survive
 
 
+def test_a_number_survives_with_all_its_characters_whatever_its_joined_letters():
+    """"30" of "30-minute" survives when only "minute" is dropped (a digit word does not); "2.00" with its point
+    dropped and "10,440,000" with a comma dropped do not survive: the LLM would read another number."""
+    from compressors import moos_ablation as ab
+
+    questions = ["A 30-minute walk costs $2.00 for 10,440,000 steps."]
+    words = ["a", "30", "-", "minute", "walk", "costs", "$", "2", ".", "00", "for", "10", ",", "440", ",", "000",
+             "steps", "."]
+    keep = {"30", "-", "2", "00", "10", "440", "000"}
+    labels = [int(w in keep) for w in words]
+    labels[12] = 1  # the first comma of 10,440,000 is kept, the second not
+    offline = md.gsm8k_labels(questions[0], "")["words"]
+    score = ab.score_compression(questions, [{"words": offline, "labels": [1] * len(offline)}], (words, labels))
+    assert score["numbers_kept"] == 1 / 3  # 30 survives; 2.00 and 10,440,000 do not
+    assert score["digit_words_kept"] == 2 / 3  # 30-minute lost its letters; a digit word needs no separator
+    words_all = ab.score_compression(questions, [{"words": offline, "labels": [1] * len(offline)}], (words, [1] * len(words)))
+    assert words_all["numbers_kept"] == words_all["digit_words_kept"] == 1.0
+
+
 def test_ablation_at_rate_one_keeps_every_word_of_real_questions():
     """Nothing dropped: with the real default compressor every number and solution word survives."""
     from compressors import moos_ablation as ab
