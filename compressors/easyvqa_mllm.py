@@ -68,6 +68,9 @@ class MLLMConfig:
     # a recipe name: training starts from that recipe's trained checkpoint (same shapes and vocabulary), as a
     # LLaVA is fine-tuned from a pretrained one; from scratch, the mosaic model never used the image
     init_from: str = ""
+    # the question before the image ([BOS] question <image> x N): a causal LLM's visual positions can then read the
+    # question, which a question about one tile of a mosaic needs
+    question_first: bool = False
 
     @property
     def n_visual(self):
@@ -88,6 +91,8 @@ class MLLMConfig:
             d.pop("data")
         if not self.init_from:
             d.pop("init_from")
+        if not self.question_first:
+            d.pop("question_first")
         if not self.p_drop:
             d.pop("p_drop"), d.pop("keep_counts")
         else:
@@ -205,9 +210,11 @@ def image_processor(cfg: MLLMConfig):
                                  image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)
 
 
-def prompt_ids(tok, question, n_visual):
-    """[BOS] <image> x n_visual question tokens: the image placeholders expanded, as LLaVA's processor does."""
-    return [BOS_ID] + [IMAGE_ID] * n_visual + tok.convert_tokens_to_ids(question_words(question))
+def prompt_ids(tok, question, n_visual, question_first=False):
+    """[BOS] <image> x n_visual question tokens (or [BOS] question <image> x n_visual): the image placeholders
+    expanded, as LLaVA's processor does."""
+    words, image = tok.convert_tokens_to_ids(question_words(question)), [IMAGE_ID] * n_visual
+    return [BOS_ID] + (words + image if question_first else image + words)
 
 
 def answer_id(tok, answer):
@@ -218,7 +225,7 @@ def encode_batch(tok, items, cfg, n_visual=None):
     """Right-padded ids [B, L] (prompt + answer), attention mask, and the answer positions [B]; `n_visual`
     image tokens per prompt (default: all of the config's)."""
     n_visual = cfg.n_visual if n_visual is None else n_visual
-    seqs = [prompt_ids(tok, q, n_visual) + [answer_id(tok, a)] for _, q, a in items]
+    seqs = [prompt_ids(tok, q, n_visual, cfg.question_first) + [answer_id(tok, a)] for _, q, a in items]
     length = max(map(len, seqs))
     ids = torch.full((len(seqs), length), PAD_ID, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -254,13 +261,13 @@ def random_keep(batch, n_visual, k, rng):
 
 def subset_answer_logits(model, tok, items, cfg, pixels, keep):
     """(answer logits, answer ids) when the LLM sees only the visual tokens keep [B, k] of each image,
-    spliced contiguously between [BOS] and the question (LlavaAdapter's l = 0 pruning)."""
+    spliced contiguously where the image run is (LlavaAdapter's l = 0 pruning)."""
     k = keep.shape[1]
     ids, mask, pos = encode_batch(tok, items, cfg, n_visual=k)
     visual = projected_visual(model, pixels([p for p, _, _ in items]))
     rows = torch.arange(len(items))
     emb = model.get_input_embeddings()(ids)
-    emb = torch.cat([emb[:, :1], visual[rows[:, None], keep].to(emb.dtype), emb[:, 1 + k:]], dim=1)
+    emb = emb.masked_scatter((ids == IMAGE_ID)[..., None], visual[rows[:, None], keep].to(emb.dtype))
     hidden = model.model.language_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
     return model.lm_head(hidden[rows, pos - 1]), ids[rows, pos]
 

@@ -41,7 +41,12 @@ BASELINES = ("random", "uniform_grid", "l2_norm", "divprune", "visionzip", "fast
 
 
 class Sample:
-    __slots__ = ("visual", "text", "answer", "cls_attn", "keys", "fastv")
+    __slots__ = ("visual", "text", "answer", "cls_attn", "keys", "fastv", "question_first")
+
+    @property
+    def image_start(self):
+        """Where the visual tokens start in the LLM's sequence: after [BOS], or after [BOS] + question."""
+        return 1 + (len(self.text) if self.question_first else 0)
 
 
 @torch.no_grad()
@@ -62,15 +67,16 @@ def vision_extras(model, pixels):
     return attn[:, 0, 1:].sum(0), keys[1:]
 
 
-def prepare(adapter, tok, processor, items, max_text, batch=64):
-    """Per question: visual tokens, question embeddings, answer id, VisionZip and FastV inputs."""
+def prepare(adapter, tok, processor, items, max_text, batch=64, question_first=False):
+    """Per question: visual tokens, question embeddings, answer id, VisionZip and FastV inputs; question_first:
+    the MLLM's prompt is [BOS] question image (compressors.easyvqa_mllm's MLLMConfig.question_first)."""
     from compressors.evo_label_cli import pixel_values
     from compressors.train_evo import features
     feats = features(adapter, tok, processor, items, max_text)
     model, out, vz = adapter.model, [], {}
     for (path, _, answer), (v, t) in zip(items, feats):
         s = Sample()
-        s.visual, s.text = v, t
+        s.visual, s.text, s.question_first = v, t, question_first
         s.answer = tok(" " + answer, add_special_tokens=False)["input_ids"][0]
         if path not in vz:
             vz[path] = vision_extras(model, pixel_values(processor, path))
@@ -87,14 +93,15 @@ def prepare(adapter, tok, processor, items, max_text, batch=64):
         finally:
             hook.remove()
         for s, w, length in zip(chunk, attn["w"], att.sum(1)):
-            s.fastv = baselines.fastv_scores(w[:, :length, :length], 1, s.visual.shape[0])
+            s.fastv = baselines.fastv_scores(w[:, :length, :length], s.image_start, s.visual.shape[0])
     return out
 
 
 def sequences(adapter, samples, visual):
-    """Right-padded [BOS] + visual + question embeddings, attention mask, and the last real position."""
+    """Right-padded [BOS] + visual + question embeddings (or [BOS] + question + visual), attention mask, and the
+    last real position."""
     bos = adapter.model.get_input_embeddings()(torch.tensor([adapter.model.config.text_config.bos_token_id]))
-    rows = [torch.cat([bos, v, s.text]) for s, v in zip(samples, visual)]
+    rows = [torch.cat([bos, s.text, v] if s.question_first else [bos, v, s.text]) for s, v in zip(samples, visual)]
     length = max(len(r) for r in rows)
     emb = torch.zeros(len(rows), length, rows[0].shape[-1])
     att = torch.zeros(len(rows), length, dtype=torch.long)
@@ -110,26 +117,31 @@ def accuracy(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256)
     right = 0
     for b in range(0, len(samples), batch):
         chunk = samples[b:b + batch]
-        if prune_layer == 0:
-            vis = [s.visual for s in chunk] if visual is None else visual[b:b + batch]
-            emb, att, last = sequences(adapter, chunk, vis)
-            h = adapter.lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
-        else:
-            emb, att, _ = sequences(adapter, chunk, [s.visual for s in chunk])
-            pos = torch.arange(emb.shape[1])[None].expand(len(chunk), -1)
-            h = adapter._layers(emb, pos, att, adapter.lm.layers[:prune_layer])
-            k = torch.zeros_like(att, dtype=torch.bool)
-            for i, (s, idx) in enumerate(zip(chunk, keep[b:b + batch])):
-                n = s.visual.shape[0]
-                k[i] = att[i].bool()
-                k[i, 1:1 + n] = False
-                k[i, 1 + torch.as_tensor(idx)] = True
-            h, _, att, pos = adapter._gather(h, k, torch.full((emb.shape[1],), -100))
-            h = adapter.lm.norm(adapter._layers(h, pos, att, adapter.lm.layers[prune_layer:]))
-            last = att.sum(1) - 1
-        pred = adapter.model.lm_head(h[torch.arange(len(chunk)), last]).argmax(-1)
+        vis = None if visual is None else visual[b:b + batch]
+        pred = answer_logits(adapter, chunk, vis, None if keep is None else keep[b:b + batch], prune_layer).argmax(-1)
         right += int((pred == torch.tensor([s.answer for s in chunk])).sum())
     return right / len(samples)
+
+
+def answer_logits(adapter, chunk, visual=None, keep=None, prune_layer=0):
+    """[B, V] logits that predict the answer, for accuracy's two paths (its arguments, for one batch)."""
+    if prune_layer == 0:
+        emb, att, last = sequences(adapter, chunk, [s.visual for s in chunk] if visual is None else visual)
+        h = adapter.lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
+    else:
+        emb, att, _ = sequences(adapter, chunk, [s.visual for s in chunk])
+        pos = torch.arange(emb.shape[1])[None].expand(len(chunk), -1)
+        h = adapter._layers(emb, pos, att, adapter.lm.layers[:prune_layer])
+        k = torch.zeros_like(att, dtype=torch.bool)
+        for i, (s, idx) in enumerate(zip(chunk, keep)):
+            n = s.visual.shape[0]
+            k[i] = att[i].bool()
+            k[i, s.image_start:s.image_start + n] = False
+            k[i, s.image_start + torch.as_tensor(idx)] = True
+        h, _, att, pos = adapter._gather(h, k, torch.full((emb.shape[1],), -100))
+        h = adapter.lm.norm(adapter._layers(h, pos, att, adapter.lm.layers[prune_layer:]))
+        last = att.sum(1) - 1
+    return adapter.model.lm_head(h[torch.arange(len(chunk)), last])
 
 
 @torch.no_grad()
@@ -269,11 +281,11 @@ def search_figures(label_path, tol=TIE_TOL):
             "seconds_per_sample": float(np.mean([r["seconds"] for r in rows]))}
 
 
-def ensure_labels(mllm, work, n_labels, seed, log, data="easy-vqa"):
+def ensure_labels(mllm, work, n_labels, seed, log, data="easy-vqa", question_first=False):
     from compressors import evo_label_cli
     labels = work / "labels.jsonl"
     argv = ["--mllm", str(mllm), "--data", f"{data}:train", "--subset-seed", str(seed), "--limit", str(n_labels),
-            "--out", str(labels), "--seed", str(seed)]
+            "--out", str(labels), "--seed", str(seed)] + (["--prompt", "{question} <image>"] if question_first else [])
     log(f"label search: python -m compressors.evo_label {' '.join(argv)}")
     if evo_label_cli.main(argv) != 0:
         raise SystemExit(2)
@@ -360,6 +372,14 @@ def mllm_accuracy(mllm: Path) -> dict:
     return {k: metrics[k] for k in ("test_accuracy", "test_accuracy_no_image") if k in metrics}
 
 
+def question_first(mllm: Path) -> bool:
+    """Whether an easy-VQA MLLM was trained with the question before the image (False for any other)."""
+    try:
+        return bool(json.loads((mllm / "easyvqa_metrics.json").read_text())["config"].get("question_first"))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
@@ -386,7 +406,7 @@ def main(argv=None):
             print(f"warning: the MLLM {mllm.name} answers from the question alone ({mllm_acc['test_accuracy']:.4f} with "
                   f"the image, {mllm_acc['test_accuracy_no_image']:.4f} without): no visual-token selection can "
                   "matter on it", file=sys.stderr)
-        labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data)
+        labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data, question_first=question_first(mllm))
         compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
         model, tok, processor = load_llava(mllm)
     except CompkitError as e:
@@ -395,7 +415,8 @@ def main(argv=None):
     adapter = LlavaAdapter(model)
     test = easyvqa_mllm.data_split(args.data, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
-    samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens)
+    samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens,
+                      question_first=question_first(mllm))
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
     rows = table(adapter, samples, compressors, (side, n // side))

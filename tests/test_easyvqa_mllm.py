@@ -76,3 +76,26 @@ def test_spread_term_spreads_the_visual_tokens(tmp_path):
             spread[w] = float(em.visual_spread(model, pixels).mean())
     assert -1.0 <= spread[1.0] < spread[0.0] <= 1.0
     assert em.MLLMConfig(spread_weight=0.0).key() == em.MLLMConfig().key() != em.MLLMConfig(spread_weight=0.5).key()
+
+
+@pytest.mark.parametrize("question_first", [False, True])
+def test_subset_with_every_token_equals_the_models_own_forward(question_first):
+    """Keeping all visual tokens, in order, through the subset path gives exactly what LLaVA's own forward gives
+    for the prompt, with the image after [BOS] or after the question; and question_first moves it there."""
+    import torch
+
+    cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
+                        question_first=question_first)
+    tok = em.build_tokenizer(cfg)
+    model = em.build_model(cfg, len(tok)).eval()
+    items = em.easyvqa_split("test")[:4]
+    pixels = em.PixelCache(64)
+    ids, mask, pos = em.encode_batch(tok, items, cfg)
+    first_image = (ids[0] == em.IMAGE_ID).nonzero()[0].item()
+    assert first_image == (1 + len(em.question_words(items[0][1])) if question_first else 1)
+    with torch.no_grad():
+        full = em.answer_logits(model, ids, mask, pixels([p for p, _, _ in items]), pos)
+        keep = torch.arange(cfg.n_visual)[None].expand(len(items), -1)
+        sub, target = em.subset_answer_logits(model, tok, items, cfg, pixels, keep)
+    assert torch.allclose(full, sub, atol=1e-5) and (target == ids[torch.arange(4), pos]).all()
+    assert cfg.key() != em.MLLMConfig(**{**cfg.__dict__, "question_first": not question_first}).key()

@@ -127,3 +127,35 @@ def test_single_token_figures_rank_the_pick_among_every_token(setup):
     worst = evo_eval.single_token_figures(losses, losses)
     assert worst["mean_rank_top1"] == pytest.approx(float((losses < losses.max(1, keepdim=True).values).sum(1).float().mean()))
     assert worst["mean_loss_top1"] >= f["mean_loss_random_single"]
+
+
+def test_question_first_samples_give_the_llm_the_prompt_question_then_image(tmp_path):
+    """With question_first, evo_eval's sequences are the checkpoint's own embeddings of '[BOS] question <image>',
+    the image run replaced by the visual tokens; pruning after a layer with everything kept changes nothing, and
+    FastV reads the image span where it now is."""
+    mllm, data = save_tiny_llava(tmp_path, n_images=3)
+    model, tok, processor = evo_label_cli.load_llava(mllm)
+    adapter = LlavaAdapter(model)
+    items = evo_label_cli.read_data(str(data))
+    samples = evo_eval.prepare(adapter, tok, processor, items, 16, question_first=True)
+    image_id = model.config.image_token_id
+    for s, (path, question, answer) in zip(samples, items):
+        n = s.visual.shape[0]
+        ids, labels = evo_label_cli.encode(tok, "{question} <image>", question, answer, n, image_id)
+        prompt = ids[labels == -100]
+        assert s.image_start == int((prompt == image_id).nonzero()[0]) > 1
+        with torch.no_grad():
+            want = model.get_input_embeddings()(prompt).masked_scatter((prompt == image_id)[:, None], s.visual)
+            got, att, last = evo_eval.sequences(adapter, [s], [s.visual])
+        assert got.shape[1] == len(prompt) and torch.allclose(got[0], want) and int(last[0]) == len(prompt) - 1
+        assert s.fastv.shape == (n,)
+        # pruned after LLM layer 1 to the even tokens: the label adapter's loss for that mask (it finds the image
+        # run in the ids itself), so the image span evo_eval prunes in is the right one
+        keep = torch.arange(0, n, 2)
+        mask = torch.zeros(1, n, dtype=torch.bool)
+        mask[0, keep] = True
+        with torch.no_grad():
+            logits = evo_eval.answer_logits(adapter, [s], keep=[keep], prune_layer=1)
+            want_loss = LlavaAdapter(model, prune_layer=1).answer_loss(s.visual, ids, labels, mask)
+        got_loss = torch.nn.functional.cross_entropy(logits, torch.tensor([s.answer]))
+        assert torch.allclose(got_loss, want_loss.reshape(()), atol=1e-5)
