@@ -71,6 +71,10 @@ class MLLMConfig:
     # the question before the image ([BOS] question <image> x N): a causal LLM's visual positions can then read the
     # question, which a question about one tile of a mosaic needs
     question_first: bool = False
+    # which vision hidden state the LLM reads (LLaVA's vision_feature_layer): -2 is LLaVA-1.5's; -(vision_layers + 1)
+    # is the patch embeddings themselves (+ position), each visual token only its own 8 px patch, as Fuyu feeds
+    # patches to its LLM (not 0: transformers 5.24's select_hidden_states reads 0 as "no hidden states")
+    vision_feature_layer: int = -2
 
     @property
     def n_visual(self):
@@ -93,6 +97,8 @@ class MLLMConfig:
             d.pop("init_from")
         if not self.question_first:
             d.pop("question_first")
+        if self.vision_feature_layer == -2:
+            d.pop("vision_feature_layer")
         if not self.p_drop:
             d.pop("p_drop"), d.pop("keep_counts")
         else:
@@ -104,7 +110,8 @@ V1 = dict(version=1, p_drop=0.0, keep_counts=(), full_image_epochs=0, lr=3e-3)
 V2 = dict(version=2, full_image_epochs=0, lr=3e-3)
 V3 = dict(version=3, lr=3e-3)
 MOSAIC = dict(data="easy-vqa-mosaic", init_from="v4")
-RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC}
+PATCHES = dict(vision_feature_layer=-4)  # hidden state 0 of the 3-layer tower
+RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC, "patches": PATCHES}
 DATA_SETS = ("easy-vqa", "easy-vqa-mosaic")
 IMAGE_USE_MARGIN = 0.03  # all-token accuracy must beat question-only accuracy by this much, or the image is unused
 
@@ -196,7 +203,7 @@ def build_model(cfg: MLLMConfig, vocab_size, attn="eager"):
                        num_key_value_heads=cfg.text_heads, max_position_embeddings=128,
                        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=PAD_ID)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_ID,
-                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         vision_feature_layer=cfg.vision_feature_layer, vision_feature_select_strategy="default",
                          image_seq_length=cfg.n_visual)
     config._attn_implementation = attn
     torch.manual_seed(cfg.seed)
@@ -401,7 +408,8 @@ def main(argv=None):
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
                     help="v1: full images only (the first model); v2: random visual-token subsets too; "
                          "v3: v2 after one epoch of full images; v4 (default): v3 at lr 1e-3; "
-                         "mosaic: v4's recipe on 2 x 2 easy-VQA mosaics, starting from the trained v4 model")
+                         "mosaic: v4's recipe on 2 x 2 easy-VQA mosaics, starting from the trained v4 model; "
+                         "patches: v4 with the LLM reading the patch embeddings (vision_feature_layer -4 = hidden state 0)")
     ap.add_argument("--spread-weight", type=float, help="weight of the visual-token spread term (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

@@ -51,17 +51,20 @@ class Sample:
 
 @torch.no_grad()
 def vision_extras(model, pixels):
-    """VisionZip's inputs at the feature layer (-2): head-summed CLS attention [N] and head-mean keys [N, Dh]."""
+    """VisionZip's inputs at the feature layer (LLaVA's -2): head-summed CLS attention [N] and head-mean keys [N, Dh]."""
     tower = model.model.vision_tower
     encoder = tower.encoder if hasattr(tower, "encoder") else tower.vision_model.encoder
-    layer = encoder.layers[model.config.vision_feature_layer]
+    # the layer that produced the feature hidden state (LLaVA's -2: layers[-2]); for hidden state 0, the patch
+    # embeddings, the first layer's attention over them
+    at = max(model.config.vision_feature_layer % (len(encoder.layers) + 1) - 1, 0)
+    layer = encoder.layers[at]
     got = {}
     hook = layer.self_attn.k_proj.register_forward_hook(lambda m, i, o: got.__setitem__("k", o))
     try:
         out = tower(pixels, output_attentions=True)
     finally:
         hook.remove()
-    attn = out.attentions[model.config.vision_feature_layer][0]  # [heads, 1 + N, 1 + N]
+    attn = out.attentions[at][0]  # [heads, 1 + N, 1 + N]
     heads = attn.shape[0]
     keys = got["k"][0].reshape(attn.shape[-1], heads, -1).mean(1)
     return attn[:, 0, 1:].sum(0), keys[1:]

@@ -99,3 +99,29 @@ def test_subset_with_every_token_equals_the_models_own_forward(question_first):
         sub, target = em.subset_answer_logits(model, tok, items, cfg, pixels, keep)
     assert torch.allclose(full, sub, atol=1e-5) and (target == ids[torch.arange(4), pos]).all()
     assert cfg.key() != em.MLLMConfig(**{**cfg.__dict__, "question_first": not question_first}).key()
+
+
+def test_patch_feature_layer_makes_each_visual_token_its_own_patch():
+    """vision_feature_layer -4 = hidden state 0 (the 'patches' recipe): changing one 8 px patch changes only its
+    visual token, through the model's own forward too; at
+    LLaVA's -2 the tower's attention spreads the change over every token. Old recipes keep their cache keys."""
+    import torch
+
+    def changed_tokens(layer):
+        cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32,
+                            english_words=20, vision_feature_layer=layer)
+        model = em.build_model(cfg, 64).eval()
+        assert model.config.vision_feature_layer == layer
+        x = torch.rand(1, 3, 64, 64) * 2 - 1
+        y = x.clone()
+        y[:, :, 8:16, 16:24] = -x[:, :, 8:16, 16:24]  # the patch at row 1, column 2: token 1 * 8 + 2
+        with torch.no_grad():
+            a, b = em.projected_visual(model, x)[0], em.projected_visual(model, y)[0]
+            ids = torch.tensor([[em.BOS_ID] + [em.IMAGE_ID] * 64 + [5]])
+            model(input_ids=ids, pixel_values=x)  # LLaVA's own forward takes this feature layer
+        return set(torch.nonzero((a - b).abs().amax(-1) > 1e-6).flatten().tolist())
+
+    assert changed_tokens(-4) == {10}
+    assert len(changed_tokens(-2)) == 64
+    assert em.MLLMConfig(**em.RECIPES["patches"]).vision_feature_layer == -4
+    assert em.MLLMConfig(**em.RECIPES["patches"]).key() != em.MLLMConfig().key()
