@@ -5,8 +5,9 @@ An easy-VQA image is one shape on a plain background, and any visual token of it
 mosaic the answer sits in one quarter of the image and the question says which ("top left what color is the
 shape ?"), so keeping the right tokens, chosen from the question, is the whole task, as in a real scene.
 
-Built from easy-VQA's own images and questions only, per split (train mosaics from TRAIN, test from TEST):
-Each image is shrunk to a 32 px tile, so a mosaic is 64 px, the easy-VQA MLLM's own input size. `shuffles` seeded permutations of the split's images cut into groups of four give `shuffles x N / 4`
+Built from easy-VQA's own images and questions only, per split (train mosaics from TRAIN, test from TEST).
+Each image is shrunk to a 32 px tile, so a mosaic is 64 px, the easy-VQA MLLM's own input size. `shuffles`
+seeded permutations of the split's images cut into groups of four give `shuffles x N / 4`
 mosaics, each image in `shuffles` of them at different tiles. Question q of image i uses shuffle q mod
 `shuffles`, so every easy-VQA question appears exactly once, prefixed with its image's tile. Written once
 (PNG files + questions.jsonl, the JSONL last and atomically) under the compkit cache.
@@ -58,8 +59,9 @@ def compose(paths, tile=TILE):
     return canvas
 
 
-def build(split, questions, image_paths, root, shuffles=4, seed=0, tile=TILE):
-    """Write the mosaics and questions.jsonl of one split into root; returns [(png, question, answer)]."""
+def build(questions, image_paths, root, shuffles=4, seed=0, tile=TILE):
+    """Write the mosaics and questions.jsonl of one split ([(question, answer, image index)], image files) into
+    root; returns [(png, question, answer)]."""
     root = Path(root)
     mosaics, where = layout(len(image_paths), shuffles, seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,6 @@ def mosaic_split(split, shuffles=4, seed=0, tile=TILE):
     if not done.is_file():
         q, a, ids = easy_vqa.get_train_questions() if split == "train" else easy_vqa.get_test_questions()
         paths = easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths()
-        return build(split, list(zip(q, a, ids)), paths, root, shuffles, seed, tile)
+        return build(list(zip(q, a, ids)), paths, root, shuffles, seed, tile)
     rows = [json.loads(line) for line in done.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [(str(root / r["image"]), r["question"], r["answer"]) for r in rows]

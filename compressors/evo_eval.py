@@ -366,29 +366,34 @@ def write_outputs(result, out, log):
     log("\n".join(lines))
 
 
-def mllm_accuracy(mllm: Path) -> dict:
-    """The easy-VQA MLLM's own TEST figures (easyvqa_mllm writes them beside the checkpoint), {} for another."""
+def mllm_metrics(mllm: Path) -> dict:
+    """What easyvqa_mllm writes beside an easy-VQA checkpoint (easyvqa_metrics.json), {} for another MLLM."""
     try:
         metrics = json.loads((mllm / "easyvqa_metrics.json").read_text())
     except (OSError, ValueError):
         return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def mllm_accuracy(mllm: Path) -> dict:
+    """The easy-VQA MLLM's own TEST figures, {} for another."""
+    metrics = mllm_metrics(mllm)
     return {k: metrics[k] for k in ("test_accuracy", "test_accuracy_no_image") if k in metrics}
 
 
 def question_first(mllm: Path) -> bool:
     """Whether an easy-VQA MLLM was trained with the question before the image (False for any other)."""
-    try:
-        return bool(json.loads((mllm / "easyvqa_metrics.json").read_text())["config"].get("question_first"))
-    except (OSError, ValueError, KeyError, AttributeError):
-        return False
+    config = mllm_metrics(mllm).get("config")
+    return bool(config.get("question_first")) if isinstance(config, dict) else False
 
 
 def main(argv=None):
+    from compressors import easyvqa_mllm
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
     ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM of --data, trained if missing)")
-    ap.add_argument("--data", choices=["easy-vqa", "easy-vqa-mosaic"], default="easy-vqa",
+    ap.add_argument("--data", choices=easyvqa_mllm.DATA_SETS, default="easy-vqa",
                     help="labels on its TRAIN split, accuracy on its TEST split; easy-vqa-mosaic: 2 x 2 mosaics, "
                          "each question about one named tile (default MLLM: the 'mosaic' recipe)")
     ap.add_argument("--labels", type=int, default=300, help="train samples to label")
@@ -397,19 +402,18 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from compressors import easyvqa_mllm
     from compressors.evo_label_cli import load_llava
     t0, work = time.time(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     try:
         recipe = easyvqa_mllm.RECIPES["mosaic" if args.data == "easy-vqa-mosaic" else "v4"]
         mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**recipe))
-        mllm_acc = mllm_accuracy(mllm)
+        mllm_acc, qfirst = mllm_accuracy(mllm), question_first(mllm)
         if "test_accuracy_no_image" in mllm_acc and not easyvqa_mllm.uses_image(mllm_acc):
             print(f"warning: the MLLM {mllm.name} answers from the question alone ({mllm_acc['test_accuracy']:.4f} with "
                   f"the image, {mllm_acc['test_accuracy_no_image']:.4f} without): no visual-token selection can "
                   "matter on it", file=sys.stderr)
-        labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data, question_first=question_first(mllm))
+        labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data, question_first=qfirst)
         compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
         model, tok, processor = load_llava(mllm)
     except CompkitError as e:
@@ -419,7 +423,7 @@ def main(argv=None):
     test = easyvqa_mllm.data_split(args.data, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
     samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens,
-                      question_first=question_first(mllm))
+                      question_first=qfirst)
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
     rows = table(adapter, samples, compressors, (side, n // side))

@@ -18,8 +18,8 @@ held-out (best epoch) and the slice the shipped setting is chosen on. Evaluation
   against the labels (keep-F1, accuracy), plus the fraction of the question's numbers and of its solution
   words (labelled keep, no digit) that survive. A number is a run of digits with the separators inside it
   ("10,440,000", "2.00"): it survives when its digits do and no separator of it is dropped, whatever happens to
-  letters joined to it
-  ("30" of "30-minute"); `digit_words_kept`, the figure before 2026-12-03 (evening), also needs those letters. (Until 2026-12-03 the compressed text was re-split and aligned
+  letters joined to it ("30" of "30-minute"); `digit_words_kept`, the figure before 2026-12-03 (evening), also
+  needs those letters. (Until 2026-12-03 the compressed text was re-split and aligned
   with moos_labels.label_words, which merged "5. 15" across a dropped sentence end and lost "400-meter" when
   only its hyphen was dropped: it under-counted numbers.)
 Each cell is reported as the mean over --seeds and its spread (max - min). Writes ablation.json, ablation.md
@@ -32,10 +32,10 @@ import argparse
 import copy
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import time
-import re
 import unicodedata
 
 import numpy as np
@@ -146,7 +146,7 @@ def character_labels(questions: list[str], words: list[str], labels: list[int]) 
     owner = []  # per character of text: (question, original index), None for the joins
     for qi, (t, where) in enumerate(folded):
         owner += [(qi, j) for j in where] + [None]
-    kept, pos, unplaced, after_unknown = [np.full(len(q), -1, dtype=np.int8) for q in questions], 0, 0, False
+    marks, pos, unplaced, after_unknown = [np.full(len(q), -1, dtype=np.int8) for q in questions], 0, 0, False
     for w, lab in zip(words, labels):
         w = w.lower()
         at = text.find(w, pos) if w and not (w.startswith("[") and w.endswith("]")) else -1
@@ -158,9 +158,9 @@ def character_labels(questions: list[str], words: list[str], labels: list[int]) 
             continue
         after_unknown = False
         for qi, j in (owner[k] for k in range(at, at + len(w))):
-            kept[qi][j] = 1 if lab else 0
+            marks[qi][j] = 1 if lab else 0
         pos = at + len(w)
-    return kept, unplaced
+    return marks, unplaced
 
 
 def surviving_words(question: str, words: list[str], kept: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ def test_build_writes_real_tiles_and_names_the_tile_in_each_question(tmp_path):
     paths = easy_vqa.get_train_image_paths()
     images = [paths[i] for i in range(12)]
     questions = [(qq, aa, i) for qq, aa, i in zip(q, a, ids) if i < 12]
-    items = mo.build("train", questions, images, tmp_path, shuffles=2, seed=0, tile=64)
+    items = mo.build(questions, images, tmp_path, shuffles=2, seed=0, tile=64)
     assert len(items) == len(questions)
     rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
     assert len(rows) == len(questions) and len(list(tmp_path.glob("*.png"))) == 2 * 3
@@ -82,7 +82,7 @@ def test_init_from_starts_at_that_recipes_trained_weights(tmp_path, monkeypatch)
     import easy_vqa
     q, a, ids = easy_vqa.get_train_questions()
     paths = easy_vqa.get_train_image_paths()
-    mosaic = mo.build("train", [(qq, aa, i) for qq, aa, i in zip(q, a, ids) if i < 8], [paths[i] for i in range(8)],
+    mosaic = mo.build([(qq, aa, i) for qq, aa, i in zip(q, a, ids) if i < 8], [paths[i] for i in range(8)],
                       tmp_path / "mosaic", shuffles=1)[:32]
     cfg = em.MLLMConfig(**dict(tiny, data="easy-vqa-mosaic", init_from="tiny", lr=0.0))
     out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(mosaic, mosaic[:8]))
