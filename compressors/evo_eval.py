@@ -392,7 +392,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
-    ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM of --data, trained if missing)")
+    ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM of --data, recipe "
+                    f"{easyvqa_mllm.DEFAULT_RECIPE!r}, trained if missing)")
     ap.add_argument("--data", choices=easyvqa_mllm.DATA_SETS, default="easy-vqa",
                     help="labels on its TRAIN split, accuracy on its TEST split; easy-vqa-mosaic: 2 x 2 mosaics, "
                          "each question about one named tile (default MLLM: the 'mosaic' recipe)")
@@ -406,7 +407,7 @@ def main(argv=None):
     t0, work = time.time(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        recipe = easyvqa_mllm.RECIPES["mosaic" if args.data == "easy-vqa-mosaic" else "v4"]
+        recipe = easyvqa_mllm.RECIPES["mosaic" if args.data == "easy-vqa-mosaic" else easyvqa_mllm.DEFAULT_RECIPE]
         mllm = Path(args.mllm) if args.mllm else easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**recipe))
         mllm_acc, qfirst = mllm_accuracy(mllm), question_first(mllm)
         if "test_accuracy_no_image" in mllm_acc and not easyvqa_mllm.uses_image(mllm_acc):

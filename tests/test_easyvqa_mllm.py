@@ -125,3 +125,11 @@ def test_patch_feature_layer_makes_each_visual_token_its_own_patch():
     assert len(changed_tokens(-2)) == 64
     assert em.MLLMConfig(**em.RECIPES["patches"]).vision_feature_layer == -4
     assert em.MLLMConfig(**em.RECIPES["patches"]).key() != em.MLLMConfig().key()
+
+
+def test_the_default_recipe_is_the_mllm_the_shipped_evocomp_learned_from():
+    # evo_eval, easyvqa_mllm and make_evo_sample default to DEFAULT_RECIPE: it must be the MLLM whose labels
+    # trained the shipped default, or the documented commands would rebuild something else
+    from compressors.evo import default_evo
+    key = em.MLLMConfig(**em.RECIPES[em.DEFAULT_RECIPE]).key()
+    assert f"easyvqa-llava-{key} " in default_evo().provenance

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from compressors.evo_label_cli import load_llava, model_fingerprint, pixel_values
 
     # the MLLM the shipped default learned from: the "patches" recipe (docs/EVOCOMP.md, "The trained default")
-    mllm = a.mllm or str(easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**easyvqa_mllm.RECIPES["patches"])))
+    mllm = a.mllm or str(easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**easyvqa_mllm.RECIPES[easyvqa_mllm.DEFAULT_RECIPE])))
     model, tok, processor = load_llava(mllm)
     adapter = LlavaAdapter(model)
     cfg = default_evo().config
