@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -336,6 +337,44 @@ def run(gsm8k: str, out_dir: str, *, train_samples: int, val_samples: int, test_
     return results
 
 
+SAME_CONFIG = ("train_samples", "val_samples", "test_samples", "epochs", "outlier_weights", "rates", "train_layers")
+
+
+def merge(paths: list[str]) -> dict:
+    """One ablation of several runs' ablation.json with the same data, epochs, weights and rates and disjoint
+    seeds (more seeds later, or split over machines): the variants they all ran, every seed of each, in seed
+    order, so that the seed-paired comparisons pair the same seeds."""
+    loaded = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                r = json.load(f)
+            r["config"], r["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise train_moos.TrainError(f"--merge {path} is not an ablation.json of this command ({e})") from None
+        loaded.append(r)
+    first = loaded[0]["config"]
+    for path, r in zip(paths, loaded):
+        differs = [k for k in SAME_CONFIG if r["config"].get(k) != first.get(k)]
+        if differs:
+            raise train_moos.TrainError(f"--merge {path} differs from {paths[0]} in {', '.join(differs)}: "
+                                        "only runs of the same configuration merge")
+    variants = [v for v in first["variants"] if all(v in r["runs"] for r in loaded)]
+    names = ["untrained"] + [v for v in variants if v != "untrained"]
+    runs: dict = {}
+    for name in names:
+        by_seed = {}
+        for path, r in zip(paths, loaded):
+            for seed, info in r["runs"].get(name, {}).items():
+                if seed in by_seed:
+                    raise train_moos.TrainError(f"--merge {path} repeats seed {seed} of {name}: merge runs of other seeds")
+                by_seed[seed] = info
+        runs[name] = {k: by_seed[k] for k in sorted(by_seed, key=int)}
+    seeds = sorted({int(k) for by_seed in runs.values() for k in by_seed})
+    config = dict(first, variants=variants, seeds=seeds, merged_from=list(paths))
+    return {"config": config, "runs": runs}
+
+
 def write_outputs(results: dict, out_dir: str) -> None:
     results["summary"] = summarise(results)
     results["choice"] = choose(results)
@@ -509,8 +548,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rates", default="0.25,0.33,0.5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ship", default=None, help="write this variant's (first seed's) model as the shipped default")
+    ap.add_argument("--merge", nargs="+", metavar="ABLATION_JSON",
+                    help="train nothing: merge these runs' ablation.json (same configuration, other seeds) into --out-dir")
     args = ap.parse_args(argv)
     try:
+        if args.merge:
+            write_outputs(merge(args.merge), args.out_dir)
+            print(f"wrote {args.out_dir}/ablation.json, ablation.md, ablation.png")
+            return 0
         variants, weights, rates = parse_variants(args.variants), floats(args.weights), floats(args.rates)
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
         if any(w < 0 for w in weights) or not all(0 < r <= 1 for r in rates) or not seeds or args.threads < 1:

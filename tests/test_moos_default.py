@@ -184,6 +184,27 @@ def test_ablation_runs_end_to_end_on_a_small_gsm8k_like_set(tmp_path):
                                                     "CE-seed0.safetensors", "CE-seed1.safetensors"]
     assert open(md.SHIPPED, "rb").read() == before  # no --ship: the shipped default is untouched
 
+    # --merge: the same configuration on other seeds (here the same runs relabelled as seeds 3 and 2) joins in
+    # seed order, so the seed-paired comparison pairs each setting's seed with CE's
+    other = json.loads(json.dumps(res))
+    for by_seed in other["runs"].values():
+        by_seed["3"], by_seed["2"] = by_seed.pop("0"), by_seed.pop("1")
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    merged = tmp_path / "merged"
+    assert moos_ablation.main(["--merge", str(out / "ablation.json"), str(tmp_path / "other.json"), "--out-dir", str(merged)]) == 0
+    m = json.loads((merged / "ablation.json").read_text())
+    assert m["config"]["seeds"] == [0, 1, 2, 3] and list(m["runs"]["CE"]) == ["0", "1", "2", "3"]
+    cell4 = m["summary"]["CE"]["test_compression.none:0@0.33.solution_words_kept"]["values"]
+    assert cell4 == cell["values"] + cell["values"][::-1]  # seeds 2, 3 are the old 1, 0
+    paired = m["choice_solution_words"]["paired"]
+    assert paired["seeds"] == 4 and paired["gains"][:2] == res["choice_solution_words"]["paired"]["gains"]
+    # the same seeds twice, or another configuration, are refused with one line and nothing written
+    assert moos_ablation.main(["--merge", str(out / "ablation.json"), str(out / "ablation.json"), "--out-dir", str(tmp_path / "x")]) == 2
+    other["config"]["epochs"] = 3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert moos_ablation.main(["--merge", str(out / "ablation.json"), str(tmp_path / "other.json"), "--out-dir", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
 
 def test_default_loads_quietly_and_leaves_transformers_verbosity_alone(capfd):
     """The default's expected load notes (MiniLM's unused pooler, the head compkit sets, the force-token
