@@ -4,6 +4,7 @@
 
 Steps, each cached in WORK and resumed when rerun: the easy-VQA MLLM (compressors.easyvqa_mllm), the
 label search on a seeded subset of the TRAIN split (compressors.evo_label), EvoComp and its ablations
+(and `evocomp_ranked`, not the paper's method: + a listwise term on single-token answer losses)
 trained on those labels (compressors.train_evo), then easy-VQA TEST accuracy (a seeded subset of
 questions) with all visual tokens and at each compression ratio, for EvoComp, its ablations and every
 selector of compressors.baselines. Writes OUT.json, OUT.md and OUT.png (accuracy vs ratio).
@@ -36,6 +37,8 @@ ABLATIONS = {
     "ghm_only": ["--alpha", "0"],
     "compact": ["--variant", "compact"],
     "no_text": ["--no-text"],
+    # not the paper's method: the paper's loss + a listwise term on single-token answer losses (train_evo --rank-weight)
+    "evocomp_ranked": ["--rank-weight", "1", "--select", "top1_regret"],
 }
 BASELINES = ("random", "uniform_grid", "l2_norm", "divprune", "visionzip", "fastv")
 
@@ -349,6 +352,10 @@ def write_outputs(result, out, log):
                   f"{f['mean_loss_top1']:.4f}, with the best single token {f['mean_loss_best_single']:.4f}, with a random "
                   f"one {f['mean_loss_random_single']:.4f}; its mean rank among the {f['tokens']} tokens by loss "
                   f"{f['mean_rank_top1']:.1f} (0 = the best)."]
+        others = {k: v for k, v in result.get("single_token", {}).items() if k != "evocomp"}
+        if others:
+            lines += ["", "Top-1 token of each trained compressor: " + "; ".join(
+                f"{k} loss {v['mean_loss_top1']:.4f}, rank {v['mean_rank_top1']:.1f}" for k, v in others.items()) + "."]
     write_json(str(out.with_suffix(".json")), result)
     write_text(str(out.with_suffix(".md")), "\n".join(lines) + "\n")
     import matplotlib
@@ -428,10 +435,10 @@ def main(argv=None):
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
     rows = table(adapter, samples, compressors, (side, n // side))
-    evo, evo_text = compressors["evocomp"]
-    single = single_token_figures(single_token_losses(adapter, samples), evo_scores(evo, samples, evo_text))
+    losses = single_token_losses(adapter, samples)
+    single = {name: single_token_figures(losses, evo_scores(m, samples, text)) for name, (m, text) in compressors.items()}
     result = {"mllm": mllm.name, "data": args.data, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
-              "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single,
+              "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single["evocomp"], "single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
     write_outputs(result, args.out, print)

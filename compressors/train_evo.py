@@ -6,7 +6,10 @@ Loss: GHM-C + alpha * L_CS (L_CS: mean cosine over each sample's (discarded, ret
 compressor's final visual hidden states; --cosine-reduction pooled pools the batch instead). --loss ce
 trains plain BCE; --alpha 0 drops L_CS; --random-labels replaces every label by a random
 one-token-per-group mask of the same grouping; --no-text masks the question out (the ablations of
-the paper). The compressor reads the MLLM's projected visual tokens and the LLM's input embeddings
+the paper). --rank-weight W (off by default, NOT the paper's method) adds W x a listwise term: the
+cross-entropy between softmax(keep logits) over the visual tokens and softmax(-single-token answer
+loss / T), each visual token's answer loss when the MLLM sees it alone, so the top of the ranking
+learns which token answers (docs/EVOCOMP.md, "Ranked labels"). The compressor reads the MLLM's projected visual tokens and the LLM's input embeddings
 of the question. AdamW; a held-out tenth of the label file (whole images) validates each epoch; the
 best epoch by validation top-k precision (the share of the k best-scored tokens the label keeps,
 k = the label's size) is saved with EvoCompressor.save, so `export.build --evo-checkpoint CKPT` takes it.
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from compkit.errors import CompkitError
 from compkit.files import write_json
 from compressors.evo import EvoCompConfig, EvoCompressor
-from compressors.evo_label_cli import FORMAT, LabelError, load_llava, model_fingerprint, pixel_values
+from compressors.evo_label_cli import FORMAT, LabelError, encode, load_llava, model_fingerprint, pixel_values
 from compressors.losses import cosine_separation_loss, ghm_loss
 
 ALPHA = 0.5  # the paper's alpha is not public: compkit's choice (docs/EVOCOMP.md)
@@ -74,6 +77,31 @@ def features(adapter, tok, processor, items, max_text):
     return out
 
 
+@torch.no_grad()
+def single_token_losses(adapter, tok, processor, rows, prompt):
+    """[S, N]: each labelled sample's answer loss when the LLM sees only visual token i (as the label search
+    scores masks: the checkpoint's own prompt and pruning before the LLM): N one-token masks per sample."""
+    out = []
+    for r in rows:
+        px = pixel_values(processor, r["image"])
+        n = len(r["mask"])
+        ids, labels = encode(tok, prompt, r["question"], r["answer"], n, adapter.cfg.image_token_id)
+        out.append(adapter.loss_fn(px, ids, labels)(torch.eye(n, dtype=torch.bool)))
+    return torch.stack(out)
+
+
+def rank_loss(logits, single, temperature):
+    """Listwise cross-entropy: softmax(-single / T) over the visual tokens as the target of softmax(logits)."""
+    target = torch.softmax(-single / temperature, dim=-1)
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def top1_regret(logits, single):
+    """How much worse the top-scored token alone answers than the best single token (mean answer loss)."""
+    picked = single[torch.arange(len(single)), logits.argmax(-1)]
+    return float((picked - single.min(-1).values).mean())
+
+
 def batch(feats, idx, max_text, use_text=True):
     v = torch.stack([feats[i][0] for i in idx])
     t = torch.zeros(len(idx), max_text, v.shape[-1])
@@ -104,7 +132,7 @@ def topk_precision(logits, target):
     return float(np.mean(hits))
 
 
-def run_epoch(model, feats, targets, idx, args, opt=None, ghm_state=None):
+def run_epoch(model, feats, targets, idx, args, opt=None, ghm_state=None, single=None):
     grads = opt is not None
     model.train(grads)
     hidden = {}
@@ -125,6 +153,8 @@ def run_epoch(model, feats, targets, idx, args, opt=None, ghm_state=None):
                     loss = F.binary_cross_entropy_with_logits(logits, y)
                 if args.alpha:
                     loss = loss + args.alpha * cosine_separation_loss(hidden["h"], y.bool(), reduction=args.cosine_reduction)
+                if args.rank_weight:
+                    loss = loss + args.rank_weight * rank_loss(logits, single[chunk], args.rank_temperature)
             if grads:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -135,8 +165,16 @@ def run_epoch(model, feats, targets, idx, args, opt=None, ghm_state=None):
         hook.remove()
     logits = torch.cat(logits_all)
     y = torch.stack([targets[i] for i in idx])
-    return {"loss": sum(losses) / len(idx), "acc": float(((logits > 0) == y).float().mean()),
-            "topk_precision": topk_precision(logits, y)}, ghm_state
+    m = {"loss": sum(losses) / len(idx), "acc": float(((logits > 0) == y).float().mean()),
+         "topk_precision": topk_precision(logits, y)}
+    if single is not None:
+        m["top1_regret"] = top1_regret(logits, single[idx])
+    return m, ghm_state
+
+
+def better(m, best, select):
+    """Whether validation metrics m beat the best so far: the higher top-k precision, or the lower top-1 regret."""
+    return m["top1_regret"] < best["top1_regret"] if select == "top1_regret" else m["topk_precision"] > best["topk_precision"]
 
 
 def plot(history, path):
@@ -170,6 +208,11 @@ def train(args, log=print):
     side = int(round(n ** 0.5))
     cfg = compressor_config(args.variant, width, n, (side, n // side), args.max_text)
     targets = random_group_labels(rows, args.seed) if args.random_labels else [torch.tensor(r["mask"]).bool() for r in rows]
+    if args.rank_weight < 0 or args.rank_temperature <= 0:
+        raise LabelError(f"--rank-weight must be >= 0 and --rank-temperature > 0, got {args.rank_weight} and {args.rank_temperature}")
+    if args.select == "top1_regret" and not args.rank_weight:
+        raise LabelError("--select top1_regret needs the single-token losses of --rank-weight > 0")
+    single = single_token_losses(adapter, tok, processor, rows, header["config"]["prompt"]) if args.rank_weight else None
     images = sorted({r["image"] for r in rows})
     rng = np.random.default_rng(args.seed)
     val_images = set(rng.permutation(images)[:max(1, len(images) // 10)].tolist())
@@ -179,24 +222,26 @@ def train(args, log=print):
     data = header["config"]["data"]
     data = {"easy-vqa:train": "easy-VQA TRAIN questions (PyPI easy-vqa 1.0)",
             "easy-vqa-mosaic:train": "easy-VQA TRAIN questions on 2 x 2 mosaics of TRAIN images (PyPI easy-vqa 1.0)"}.get(data, data)
+    rank = f" + {args.rank_weight:g} rank (single-token losses, T {args.rank_temperature:g})" if args.rank_weight else ""
     prov = (f"EvoComp ({args.variant}) trained on {len(tr)} {what} of {data} searched against the LLaVA "
             f"checkpoint {Path(args.mllm).name} (fingerprint {header['model']}) ({args.loss}{' + %g cosine' % args.alpha if args.alpha else ''}"
-            f"{', no text' if args.no_text else ''}, seed {args.seed})")
+            f"{rank}{', no text' if args.no_text else ''}, seed {args.seed})")
     model = EvoCompressor(cfg, provenance=prov)
     model.init_weights(torch.Generator().manual_seed(args.seed))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     history, best, state = [], None, None
     for epoch in range(1, args.epochs + 1):
         order = [tr[i] for i in rng.permutation(len(tr))]
-        train_m, state = run_epoch(model, feats, targets, order, args, opt, state)
-        val_m, _ = run_epoch(model, feats, targets, val, args)
+        train_m, state = run_epoch(model, feats, targets, order, args, opt, state, single)
+        val_m, _ = run_epoch(model, feats, targets, val, args, single=single)
         history.append({"epoch": epoch, "train": train_m, "val": val_m})
         log(f"epoch {epoch}: train loss {train_m['loss']:.4f}, val loss {val_m['loss']:.4f}, val top-k precision {val_m['topk_precision']:.3f}")
-        if best is None or val_m["topk_precision"] > best["val"]["topk_precision"]:
+        if best is None or better(val_m, best["val"], args.select):
             best = history[-1]
             model.eval().save(args.out)
     out = Path(args.out)
     metrics = {"variant": args.variant, "loss": args.loss, "alpha": args.alpha, "cosine_reduction": args.cosine_reduction,
+               "select": args.select, "rank_weight": args.rank_weight, "rank_temperature": args.rank_temperature,
                "random_labels": args.random_labels, "text": not args.no_text, "train_samples": len(tr), "val_samples": len(val),
                "best_epoch": best["epoch"], "best": best, "history": history, "provenance": prov}
     write_json(str(out / "train_metrics.json"), metrics)
@@ -215,6 +260,11 @@ def parser():
     ap.add_argument("--cosine-reduction", choices=["sample", "pooled"], default="sample")
     ap.add_argument("--random-labels", action="store_true")
     ap.add_argument("--no-text", action="store_true")
+    ap.add_argument("--rank-weight", type=float, default=0.0,
+                    help="weight of the listwise single-token term (0: the paper's loss; not the paper's method)")
+    ap.add_argument("--rank-temperature", type=float, default=0.1, help="T of softmax(-single-token loss / T)")
+    ap.add_argument("--select", choices=["topk_precision", "top1_regret"], default="topk_precision",
+                    help="validation metric of the saved epoch (top1_regret needs --rank-weight)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -113,6 +113,14 @@ def test_outputs_name_the_mllm_and_whether_it_uses_the_image(tmp_path):
     assert "MLLM easyvqa-llava-x: 0.8345 on all easy-VQA TEST questions with every visual token, 0.6422 with none" in md
     assert "| evocomp | 0.790 (98.8%) | 0.700 (87.5%) |" in md and (tmp_path / "out" / "table.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "table.json").read_text())["mllm_test_accuracy"] == acc
+    # each trained compressor's top-1 token is reported beside EvoComp's
+    fig = {"samples": 10, "mean_loss_best_single": 0.3, "mean_loss_random_single": 0.7, "tokens": 4}
+    result["single_token"] = {"evocomp": dict(fig, mean_loss_top1=0.45, mean_rank_top1=2.0),
+                              "evocomp_ranked": dict(fig, mean_loss_top1=0.38, mean_rank_top1=1.0)}
+    result["evocomp_single_token"] = result["single_token"]["evocomp"]
+    evo_eval.write_outputs(result, tmp_path / "out" / "table", log=lambda *_: None)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "answer loss with only that token 0.4500" in md and "evocomp_ranked loss 0.3800, rank 1.0" in md
 
 
 def test_single_token_figures_rank_the_pick_among_every_token(setup):
