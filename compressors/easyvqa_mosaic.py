@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compkit.errors import CompkitError
 from compkit.files import atomic_path
 
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")  # tile t sits at row t // 2, column t % 2
@@ -93,5 +94,30 @@ def mosaic_split(split, shuffles=4, seed=0, tile=TILE):
         q, a, ids = easy_vqa.get_train_questions() if split == "train" else easy_vqa.get_test_questions()
         paths = easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths()
         return build(list(zip(q, a, ids)), paths, root, shuffles, seed, tile)
-    rows = [json.loads(line) for line in done.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [(str(root / r["image"]), r["question"], r["answer"]) for r in rows]
+    return read_built(root)
+
+
+class MosaicCacheError(CompkitError):
+    pass
+
+
+def read_built(root):
+    """The rows of a built split; a questions.jsonl someone edited or truncated is one clear error, not a traceback."""
+    done = root / "questions.jsonl"
+    out = []
+    for n, line in enumerate(done.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            image, question, answer = root / r["image"], r["question"], r["answer"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise MosaicCacheError(f"{done} line {n} is not a mosaic question ({type(e).__name__}): delete {root} "
+                                   "and it is rebuilt on the next use") from None
+        if not image.is_file():
+            raise MosaicCacheError(f"{done} line {n} names {image.name}, which is missing: delete {root} and it is "
+                                   "rebuilt on the next use")
+        out.append((str(image), question, answer))
+    if not out:
+        raise MosaicCacheError(f"{done} holds no questions: delete {root} and it is rebuilt on the next use")
+    return out

@@ -110,3 +110,22 @@ def test_label_cli_reads_the_mosaic_split_built_once_into_the_cache(tmp_path, mo
     assert len(list(mo.mosaic_root("test").glob("*.png"))) == 1000  # 4 shuffles x 1,000 images / 4 tiles
     assert read_data("easy-vqa-mosaic:test") == first  # read back from questions.jsonl
     assert read_data("easy-vqa-mosaic:test", limit=3, subset_seed=0) == read_data("easy-vqa-mosaic:test", limit=3, subset_seed=0)
+
+
+@pytest.mark.parametrize("line,says", [("{not json", "is not a mosaic question"),
+                                       ('{"image": "m0.png", "question": "top left what ?"}', "is not a mosaic question"),
+                                       ('{"image": "gone.png", "question": "q", "answer": "a"}', "gone.png, which is missing"),
+                                       ("", "holds no questions")])
+def test_a_corrupt_built_split_is_one_clear_error(tmp_path, monkeypatch, capsys, line, says):
+    """A questions.jsonl edited or cut by hand: the label CLI says which line and how to rebuild, exit 2."""
+    from compressors import evo_label_cli
+    monkeypatch.setenv("COMPKIT_CACHE", str(tmp_path))
+    root = mo.mosaic_root("test")
+    root.mkdir(parents=True)
+    (root / "m0.png").write_bytes(b"")  # only the missing-image line is about the file itself
+    (root / "questions.jsonl").write_text(line + "\n")
+    with pytest.raises(mo.MosaicCacheError, match=says):
+        mo.mosaic_split("test")
+    code = evo_label_cli.main(["--mllm", str(tmp_path / "none"), "--data", "easy-vqa-mosaic:test", "--out", str(tmp_path / "l.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says in err and f"delete {root}" in err and "\n" not in err and not (tmp_path / "l.jsonl").exists()

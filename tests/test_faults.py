@@ -250,6 +250,28 @@ def check_stopped_folder(out, signame):
     return manifest
 
 
+def test_a_folder_left_by_a_sigkilled_export_names_the_dead_owner(evo_dir, tmp_path, capsys):
+    """SIGKILL cannot be caught, so the lock stays: a new export into that folder says whose it was and what to do."""
+    out, log = tmp_path / "killed", tmp_path / "export.log"
+    proc = start_export(out, log, "--evo-checkpoint", evo_dir, "--jobs", "1", "--quant", "fp32")
+    wait_for(lambda: os.path.exists(out / build_cli.LOCK), proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert build_cli.LOCK in listing(out)
+    before = listing(out)
+    argv = ["--model", "evo", "--evo-checkpoint", evo_dir, "--visual-tokens", "36", "--out", str(out)]
+    assert build_cli.main(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"names pid {proc.pid}, which is not running" in line and "delete the folder" in line
+    assert listing(out) == before  # nothing touched
+    with pytest.raises(build_cli.BadInput, match=f"pid {proc.pid}, which is not running"):  # the claim's own check
+        build_cli.claim_out_dir(str(out))
+    # a live owner is still "being written by another export"
+    (out / build_cli.LOCK).write_text(f"{os.getpid()}\n")
+    with pytest.raises(build_cli.BadInput, match="being written by another export"):
+        build_cli.claim_out_dir(str(out))
+
+
 @pytest.fixture(scope="module")
 def stopped_by_sigterm(evo_dir, tmp_path_factory):
     """An export of 4 artifacts sent SIGTERM once its first artifact is in the manifest."""
