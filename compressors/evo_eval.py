@@ -9,9 +9,10 @@ trained on those labels (compressors.train_evo), then easy-VQA TEST accuracy (a 
 questions) with all visual tokens and at each compression ratio, for EvoComp, its ablations and every
 selector of compressors.baselines. Writes OUT.json, OUT.md and OUT.png (accuracy vs ratio).
 
-The MLLM's LLM has 2 decoder layers, so the paper's "after LLM layer 2" would prune after the last one
-(the answer could not change): compkit reports pruning after layer 1 (`evocomp_l1`) instead, and
-FastV with K = 1 (ranked by layer 0's attention of the last token, pruned from layer 1 on).
+Pruning inside the LLM happens after layer l = 2 as in the paper (`evocomp_l2`, FastV with K = 2: ranked by
+layer 1's attention of the last token, pruned from layer 2 on), or after the last layer but one when the LLM
+has fewer than 3 decoder layers: on the 2-layer easy-VQA MLLMs that is l = K = 1 (`evocomp_l1`), since pruning
+after the last layer could not change the answer.
 """
 import argparse
 import json
@@ -88,14 +89,15 @@ def prepare(adapter, tok, processor, items, max_text, batch=64, question_first=F
             vz[path] = vision_extras(model, pixel_values(processor, path))
         s.cls_attn, s.keys = vz[path]
         out.append(s)
-    # FastV (K = 1): layer 0's attention of the last token over the image span, full sequences
+    # FastV (K = the in-LLM pruning layer): layer K-1's attention of the last token over the image span, full sequences
+    fastv_k = in_llm_layer(adapter)
     for b in range(0, len(out), batch):
         chunk = out[b:b + batch]
         emb, att, _ = sequences(adapter, chunk, [s.visual for s in chunk])
         attn = {}
-        hook = adapter.lm.layers[0].self_attn.register_forward_hook(lambda m, i, o: attn.__setitem__("w", o[1]))
+        hook = adapter.lm.layers[fastv_k - 1].self_attn.register_forward_hook(lambda m, i, o: attn.__setitem__("w", o[1]))
         try:
-            adapter._layers(emb, torch.arange(emb.shape[1])[None].expand(len(chunk), -1), att, adapter.lm.layers[:1])
+            adapter._layers(emb, torch.arange(emb.shape[1])[None].expand(len(chunk), -1), att, adapter.lm.layers[:fastv_k])
         finally:
             hook.remove()
         for s, w, length in zip(chunk, attn["w"], att.sum(1)):
@@ -183,8 +185,15 @@ def ratios_for(n):
     return sorted({r for r in RATIOS if r < n} | {n})
 
 
+def in_llm_layer(adapter, paper=2):
+    """Where EvoComp (l) and FastV (K) prune inside the LLM: after layer 2 as the paper, or after the last layer
+    but one of a shallower LLM (after the last one nothing could change)."""
+    return max(1, min(paper, len(adapter.lm.layers) - 1))
+
+
 def table(adapter, samples, compressors, grid, log=print):
     n = samples[0].visual.shape[0]
+    layer = in_llm_layer(adapter)
     full = accuracy(adapter, samples)
     rows = {"all_tokens": {str(r): full for r in [1] + ratios_for(n)}}
     log(f"all tokens: {full:.4f}")
@@ -195,11 +204,11 @@ def table(adapter, samples, compressors, grid, log=print):
             keep = list(select(scores[name], k=k))
             rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[s.visual[i] for s, i in zip(samples, keep)])
             if name == "evocomp":
-                rows.setdefault("evocomp_l1", {})[str(r)] = accuracy(adapter, samples, keep=keep, prune_layer=1)
+                rows.setdefault(f"evocomp_l{layer}", {})[str(r)] = accuracy(adapter, samples, keep=keep, prune_layer=layer)
         for name in BASELINES:
             got = [baseline_tokens(name, s, k, grid) for s in samples]
-            if name == "fastv":  # FastV prunes inside the LLM (after layer K = 1)
-                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, keep=[g[1] for g in got], prune_layer=1)
+            if name == "fastv":  # FastV prunes inside the LLM (after layer K)
+                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, keep=[g[1] for g in got], prune_layer=layer)
             else:
                 rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[g[0] for g in got])
         log(f"{r}x (keep {k}): " + ", ".join(f"{m} {v[str(r)]:.3f}" for m, v in rows.items()))

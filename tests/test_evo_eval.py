@@ -41,7 +41,8 @@ def test_pruning_paths_agree_when_everything_is_kept(setup):
 def test_table_covers_every_method_and_ratio(setup):
     adapter, samples, evo, labels = setup
     rows = evo_eval.table(adapter, samples, {"evocomp": (evo, True)}, (4, 4), log=lambda *_: None)
-    assert set(rows) == {"all_tokens", "evocomp", "evocomp_l1", *evo_eval.BASELINES}
+    assert evo_eval.in_llm_layer(adapter) == 2  # the paper's l = 2 on the tiny 3-layer LLM (1 on a 2-layer one)
+    assert set(rows) == {"all_tokens", "evocomp", "evocomp_l2", *evo_eval.BASELINES}
     for name, acc in rows.items():
         assert all(0.0 <= acc[str(r)] <= 1.0 for r in [2, 3, 4, 8, 16]), name  # 16 = N: keep one
     assert samples[0].cls_attn.shape == (16,) and samples[0].keys.shape[0] == 16 and samples[0].fastv.shape == (16,)
@@ -167,3 +168,19 @@ def test_question_first_samples_give_the_llm_the_prompt_question_then_image(tmp_
             want_loss = LlavaAdapter(model, prune_layer=1).answer_loss(s.visual, ids, labels, mask)
         got_loss = torch.nn.functional.cross_entropy(logits, torch.tensor([s.answer]))
         assert torch.allclose(got_loss, want_loss.reshape(()), atol=1e-5)
+
+
+def test_fastv_ranks_by_the_attention_of_layer_k_minus_one(setup):
+    """FastV at K = 2 (the paper's layer on a 3-layer LLM): the last token's attention in layer 1, from the LLM's own
+    forward, not from a hook's view of it."""
+    from compressors import baselines
+    adapter, samples, _, _ = setup
+    k = evo_eval.in_llm_layer(adapter)
+    s = samples[0]
+    emb, att, _ = evo_eval.sequences(adapter, [s], [s.visual])
+    out = adapter.lm(inputs_embeds=emb, attention_mask=att, output_attentions=True)
+    length = int(att.sum())
+    want = baselines.fastv_scores(out.attentions[k - 1][0][:, :length, :length], s.image_start, s.visual.shape[0])
+    assert torch.allclose(s.fastv, want, atol=1e-6)
+    other = baselines.fastv_scores(out.attentions[0][0][:, :length, :length], s.image_start, s.visual.shape[0])
+    assert not torch.allclose(s.fastv, other, atol=1e-6)  # layer 0 ranks differently: the test can tell
