@@ -9,10 +9,11 @@ one-token-per-group mask of the same grouping; --no-text masks the question out 
 the paper). --rank-weight W (off by default, NOT the paper's method) adds W x a listwise term: the
 cross-entropy between softmax(keep logits) over the visual tokens and softmax(-single-token answer
 loss / T), each visual token's answer loss when the MLLM sees it alone, so the top of the ranking
-learns which token answers (docs/EVOCOMP.md, "Ranked labels"). The compressor reads the MLLM's projected visual tokens and the LLM's input embeddings
-of the question. AdamW; a held-out tenth of the label file (whole images) validates each epoch; the
-best epoch by validation top-k precision (the share of the k best-scored tokens the label keeps,
-k = the label's size) is saved with EvoCompressor.save, so `export.build --evo-checkpoint CKPT` takes it.
+learns which token answers (docs/EVOCOMP.md, "Ranked labels"). The compressor reads the MLLM's
+projected visual tokens and the LLM's input embeddings of the question. AdamW; a held-out tenth of
+the label file (whole images) validates each epoch; the best epoch by validation top-k precision (the
+share of the k best-scored tokens the label keeps, k = the label's size; or --select top1_regret) is
+saved with EvoCompressor.save, so `export.build --evo-checkpoint CKPT` takes it.
 Writes CKPT/train_metrics.json and CKPT/train_curves.png.
 """
 import argparse
@@ -196,6 +197,10 @@ def plot(history, path):
 
 def train(args, log=print):
     torch.manual_seed(args.seed)
+    if args.rank_weight < 0 or args.rank_temperature <= 0:
+        raise LabelError(f"--rank-weight must be >= 0 and --rank-temperature > 0, got {args.rank_weight} and {args.rank_temperature}")
+    if args.select == "top1_regret" and not args.rank_weight:
+        raise LabelError("--select top1_regret needs the single-token losses of --rank-weight > 0")
     header, rows = read_labels(args.labels, args.mllm)
     model_llm, tok, processor = load_llava(args.mllm)
     from compressors.evo_label import LlavaAdapter
@@ -208,10 +213,6 @@ def train(args, log=print):
     side = int(round(n ** 0.5))
     cfg = compressor_config(args.variant, width, n, (side, n // side), args.max_text)
     targets = random_group_labels(rows, args.seed) if args.random_labels else [torch.tensor(r["mask"]).bool() for r in rows]
-    if args.rank_weight < 0 or args.rank_temperature <= 0:
-        raise LabelError(f"--rank-weight must be >= 0 and --rank-temperature > 0, got {args.rank_weight} and {args.rank_temperature}")
-    if args.select == "top1_regret" and not args.rank_weight:
-        raise LabelError("--select top1_regret needs the single-token losses of --rank-weight > 0")
     single = single_token_losses(adapter, tok, processor, rows, header["config"]["prompt"]) if args.rank_weight else None
     images = sorted({r["image"] for r in rows})
     rng = np.random.default_rng(args.seed)
