@@ -103,7 +103,7 @@ class MosaicCacheError(CompkitError):
 
 def read_built(root):
     """The rows of a built split; a questions.jsonl someone edited or truncated is one clear error, not a traceback."""
-    done = root / "questions.jsonl"
+    done, fix = root / "questions.jsonl", f"delete {root} and it is rebuilt on the next use"
     out = []
     for n, line in enumerate(done.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -112,12 +112,10 @@ def read_built(root):
             r = json.loads(line)
             image, question, answer = root / r["image"], r["question"], r["answer"]
         except (ValueError, KeyError, TypeError) as e:
-            raise MosaicCacheError(f"{done} line {n} is not a mosaic question ({type(e).__name__}): delete {root} "
-                                   "and it is rebuilt on the next use") from None
+            raise MosaicCacheError(f"{done} line {n} is not a mosaic question ({type(e).__name__}): {fix}") from None
         if not image.is_file():
-            raise MosaicCacheError(f"{done} line {n} names {image.name}, which is missing: delete {root} and it is "
-                                   "rebuilt on the next use")
+            raise MosaicCacheError(f"{done} line {n} names {image.name}, which is missing: {fix}")
         out.append((str(image), question, answer))
     if not out:
-        raise MosaicCacheError(f"{done} holds no questions: delete {root} and it is rebuilt on the next use")
+        raise MosaicCacheError(f"{done} holds no questions: {fix}")
     return out

@@ -359,10 +359,9 @@ def merge(paths: list[str]) -> dict:
         if differs:
             raise train_moos.TrainError(f"--merge {path} differs from {paths[0]} in {', '.join(differs)}: "
                                         "only runs of the same configuration merge")
-    variants = [v for v in first["variants"] if all(v in r["runs"] for r in loaded)]
-    names = ["untrained"] + [v for v in variants if v != "untrained"]
+    variants = [v for v in first["variants"] if all(v in r["runs"] for r in loaded)]  # the untrained head first
     runs: dict = {}
-    for name in names:
+    for name in variants:
         by_seed = {}
         for path, r in zip(paths, loaded):
             for seed, info in r["runs"].get(name, {}).items():

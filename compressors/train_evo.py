@@ -79,15 +79,15 @@ def features(adapter, tok, processor, items, max_text):
 
 
 @torch.no_grad()
-def single_token_losses(adapter, tok, processor, rows, prompt):
+def single_token_losses(adapter, tok, feats, rows, prompt):
     """[S, N]: each labelled sample's answer loss when the LLM sees only visual token i (as the label search
-    scores masks: the checkpoint's own prompt and pruning before the LLM): N one-token masks per sample."""
+    scores masks: the checkpoint's own prompt and pruning before the LLM): N one-token masks per sample, on the
+    visual tokens `features` already computed."""
     out = []
-    for r in rows:
-        px = pixel_values(processor, r["image"])
-        n = len(r["mask"])
+    for (visual, _), r in zip(feats, rows):
+        n = visual.shape[0]
         ids, labels = encode(tok, prompt, r["question"], r["answer"], n, adapter.cfg.image_token_id)
-        out.append(adapter.loss_fn(px, ids, labels)(torch.eye(n, dtype=torch.bool)))
+        out.append(adapter.answer_loss(visual, ids, labels, torch.eye(n, dtype=torch.bool)))
     return torch.stack(out)
 
 
@@ -213,7 +213,7 @@ def train(args, log=print):
     side = int(round(n ** 0.5))
     cfg = compressor_config(args.variant, width, n, (side, n // side), args.max_text)
     targets = random_group_labels(rows, args.seed) if args.random_labels else [torch.tensor(r["mask"]).bool() for r in rows]
-    single = single_token_losses(adapter, tok, processor, rows, header["config"]["prompt"]) if args.rank_weight else None
+    single = single_token_losses(adapter, tok, feats, rows, header["config"]["prompt"]) if args.rank_weight else None
     images = sorted({r["image"] for r in rows})
     rng = np.random.default_rng(args.seed)
     val_images = set(rng.permutation(images)[:max(1, len(images) // 10)].tolist())

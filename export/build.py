@@ -116,17 +116,22 @@ def parse_args(argv):
         args.out = os.path.join(ROOT, "artifacts", f"{stamp}-{args.target}")
     args.out = os.path.abspath(args.out)
     if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
-        pid = dead_lock_owner(args.out)
-        if pid is not None:
-            raise BadInput(f"--out {args.out} holds what an export killed before it finished left behind (its {LOCK} "
-                           f"names pid {pid}, which is not running): delete the folder or choose a new one")
+        refuse_dead_lock(args.out)
         raise BadInput(f"--out {args.out} exists and is not an empty folder: choose a new folder")
     return args
 
 
+def refuse_dead_lock(path: str) -> None:
+    """Refuse a folder whose lock outlived its export (SIGKILL cannot remove it), saying so."""
+    pid = dead_lock_owner(path)
+    if pid is not None:
+        raise BadInput(f"--out {path} holds what an export killed before it finished left behind (its {LOCK} "
+                       f"names pid {pid}, which is not running): delete the folder or choose a new one")
+
+
 def dead_lock_owner(path: str) -> int | None:
-    """The pid in path's lock file when no such process runs (an export killed with SIGKILL cannot remove its
-    lock), else None: no lock, a live owner, or a lock that names no pid."""
+    """The pid in path's lock file when no such process runs, else None: no lock, a live owner, or a lock that
+    names no pid."""
     try:
         with open(os.path.join(path, LOCK)) as f:
             pid = int(f.read().split()[0])
@@ -153,10 +158,7 @@ def claim_out_dir(path: str) -> list[str]:
         os.makedirs(path, exist_ok=True)
         fd = os.open(os.path.join(path, LOCK), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        pid = dead_lock_owner(path)
-        if pid is not None:
-            raise BadInput(f"--out {path} holds a {LOCK} of pid {pid}, which is not running (an export killed before "
-                           "it finished): delete the folder or choose a new one") from None
+        refuse_dead_lock(path)
         raise BadInput(f"--out {path} is being written by another export ({LOCK} exists): choose a new folder") from None
     except OSError as e:
         remove_dirs(created)

@@ -61,7 +61,8 @@ def test_single_token_losses_are_the_adapters_one_token_losses(labelled):
     header, rows = train_evo.read_labels(labels, mllm)
     model, tok, processor = evo_label_cli.load_llava(mllm)
     adapter = LlavaAdapter(model)
-    single = train_evo.single_token_losses(adapter, tok, processor, rows[:2], header["config"]["prompt"])
+    feats = train_evo.features(adapter, tok, processor, [(r["image"], r["question"], r["answer"]) for r in rows[:2]], 16)
+    single = train_evo.single_token_losses(adapter, tok, feats, rows[:2], header["config"]["prompt"])
     n = len(rows[0]["mask"])
     assert single.shape == (2, n)
     ids, lab = evo_label_cli.encode(tok, header["config"]["prompt"], rows[1]["question"], rows[1]["answer"], n,
