@@ -288,6 +288,11 @@ def search_figures(label_path, tol=TIE_TOL):
             "share_random_is_searched_mask": float(same.mean()),
             "share_below_or_equal_mean_random": below + tied,
             "share_below_all_tokens": float(np.mean([r["loss"] < r["all_tokens_loss"] for r in rows])),
+            # a sample the label misses on (not strictly below its random masks) whose all-token loss is not below
+            # them either: the MLLM answers worse with the whole image than with random (mostly background) tokens
+            "misses": int(sum(not r["loss"] < m - tol for r, m in zip(rows, rand.mean(1)))),
+            "misses_all_tokens_not_below_random": int(sum(not r["loss"] < m - tol and not r["all_tokens_loss"] < m - tol
+                                                          for r, m in zip(rows, rand.mean(1)))),
             "by_kept": by_kept,
             "mean_kept_tokens": float(np.mean([r["kept"] for r in rows])),
             "mean_groups_per_image": float(np.mean([len(set(r["groups"])) for r in rows])),
@@ -388,7 +393,9 @@ def write_outputs(result, out, log):
               f"tied (|diff| <= {s['tie_tolerance']:g}) on {s['share_tied_mean_random']:.1%}, above on {s['share_above_mean_random']:.1%}; "
               f"per sample-random pair {s['share_below_each_random']:.1%} / {s['share_tied_each_random']:.1%} / {s['share_above_each_random']:.1%} "
               f"(the random mask was the searched mask itself in {s['share_random_is_searched_mask']:.1%} of pairs); "
-              f"< all tokens on {s['share_below_all_tokens']:.1%}; {s['mean_groups_per_image']:.2f} groups (= kept tokens) per image "
+              f"< all tokens on {s['share_below_all_tokens']:.1%}; of the {s.get('misses', '?')} samples it is not below on, "
+              f"{s.get('misses_all_tokens_not_below_random', '?')} have the all-token loss not below the random masks either; "
+              f"{s['mean_groups_per_image']:.2f} groups (= kept tokens) per image "
               f"(histogram {s['groups_histogram']}); {s['forwards_per_sample']:.0f} forwards, {s['seconds_per_sample']:.2f} s per sample.",
               "", "| kept tokens | samples | strictly below mean random | tied | above |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['samples']} | {v['strictly_below_mean_random']:.1%} | {v['tied_mean_random']:.1%} | {v['above_mean_random']:.1%} |"

@@ -93,6 +93,12 @@ def test_search_figures_report_strict_ties_and_above_separately(tmp_path):
         (evo_eval.random_masks(r, 0)[1] == np.array(r["mask"], dtype=bool)).all() for r in out[1:]) / 8)
     assert f["by_kept"] == {"1": {"samples": 4, "strictly_below_mean_random": 0.5, "tied_mean_random": 0.25, "above_mean_random": 0.25}}
     assert f["mean_groups_per_image"] == 2 and f["groups_histogram"] == {"2": 4}
+    # the tied and the above sample are misses; both have the all-token loss (1.0) not below their random masks
+    assert (f["misses"], f["misses_all_tokens_not_below_random"]) == (2, 2)
+    out[3]["all_tokens_loss"] = 0.5  # the sample above its random masks, though all tokens are below them
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    f = evo_eval.search_figures(path)
+    assert (f["misses"], f["misses_all_tokens_not_below_random"]) == (2, 1)
 
 
 def test_outputs_name_the_mllm_and_whether_it_uses_the_image(tmp_path):
