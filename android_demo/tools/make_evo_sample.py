@@ -7,7 +7,7 @@ so the app shows which patches a trained compressor keeps for a real question ab
     python android_demo/tools/make_evo_sample.py [--mllm DIR] [--index 0]
 
 --mllm defaults to the cached easy-VQA MLLM the shipped default learned from (python -m compressors.easyvqa_mllm
---recipe patches trains it once); --index
+--recipe patches_qf trains it once); --index
 picks the test question. Writes android_demo/app/src/main/assets/evo_sample/{evo_sample.png, evo_sample.bin,
 evo_sample.json}; the iOS app bundles the same folder. The sizes match the default EvoComp config (the
 apps check manifest.json models.evo.config and say so when they do not).
@@ -30,7 +30,7 @@ OUT_DIR = os.path.join(HERE, "..", "app", "src", "main", "assets", "evo_sample")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mllm", help="easy-VQA LLaVA checkpoint (default: the cached 'patches' one, trained if missing)")
+    ap.add_argument("--mllm", help="easy-VQA LLaVA checkpoint (default: the cached 'patches_qf' one, trained if missing)")
     ap.add_argument("--index", type=int, default=0, help="easy-VQA test question")
     ap.add_argument("--out", default=OUT_DIR)
     # the apps' mismatch message names these: the sizes come from the MLLM, so they can only be checked
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from compressors.evo_label import LlavaAdapter
     from compressors.evo_label_cli import load_llava, model_fingerprint, pixel_values
 
-    # the MLLM the shipped default learned from: the "patches" recipe (docs/EVOCOMP.md, "The trained default")
+    # the MLLM the shipped default learned from: easyvqa_mllm.DEFAULT_RECIPE (docs/EVOCOMP.md, "The trained default")
     mllm = a.mllm or str(easyvqa_mllm.trained_mllm_dir(easyvqa_mllm.MLLMConfig(**easyvqa_mllm.RECIPES[easyvqa_mllm.DEFAULT_RECIPE])))
     model, tok, processor = load_llava(mllm)
     adapter = LlavaAdapter(model)
