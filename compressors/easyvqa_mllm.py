@@ -75,6 +75,10 @@ class MLLMConfig:
     # is the patch embeddings themselves (+ position), each visual token only its own 8 px patch, as Fuyu feeds
     # patches to its LLM (not 0: transformers 5.24's select_hidden_states reads 0 as "no hidden states")
     vision_feature_layer: int = -2
+    # > 0: every training image is flipped left-right at random and shifted by up to this many px (edges
+    # replicated): 4,000 images are too few for a from-scratch patch model to learn shapes (patches_qf named the
+    # shape on 42% of TEST "what shape" questions, chance 33%); easy-VQA's questions do not name positions
+    augment_shift: int = 0
 
     @property
     def n_visual(self):
@@ -99,6 +103,8 @@ class MLLMConfig:
             d.pop("question_first")
         if self.vision_feature_layer == -2:
             d.pop("vision_feature_layer")
+        if not self.augment_shift:
+            d.pop("augment_shift")
         if not self.p_drop:
             d.pop("p_drop"), d.pop("keep_counts")
         else:
@@ -114,7 +120,9 @@ PATCHES = dict(vision_feature_layer=-4)  # hidden state 0 of the 3-layer tower
 # the question first, so that every visual position of the causal LLM reads it (a 2-layer LLM reading the image
 # first left the question's few positions to do all the work); 3 LLM layers give the paper's pruning after layer 2
 PATCHES_QF = dict(PATCHES, question_first=True, epochs=6, text_layers=3)
-RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC, "patches": PATCHES, "patches_qf": PATCHES_QF}
+PATCHES_QF_AUG = dict(PATCHES_QF, augment_shift=8)
+RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC, "patches": PATCHES, "patches_qf": PATCHES_QF,
+           "patches_qf_aug": PATCHES_QF_AUG}
 # the recipe the CLIs default to: the MLLM the shipped EvoComp default learned from (docs/EVOCOMP.md);
 # MLLMConfig()'s own defaults stay v4's, the base every recipe overrides (so no cache key moves)
 DEFAULT_RECIPE = "patches_qf"
@@ -261,6 +269,25 @@ class PixelCache:
         return torch.stack([self.store[p] for p in paths])
 
 
+class AugmentedPixels:
+    """PixelCache's batches, each image flipped left-right at random and shifted by up to `shift` px (seeded)."""
+
+    def __init__(self, pixels, shift, seed):
+        self.pixels, self.shift, self.rng = pixels, shift, np.random.default_rng(seed)
+
+    def __call__(self, paths):
+        x, s = self.pixels(paths), self.shift
+        size = x.shape[-1]
+        padded = F.pad(x, (s, s, s, s), mode="replicate")
+        out = torch.empty_like(x)
+        for i in range(len(x)):
+            dy, dx = self.rng.integers(0, 2 * s + 1, size=2)
+            out[i] = padded[i, :, dy:dy + size, dx:dx + size]
+            if self.rng.random() < 0.5:
+                out[i] = out[i].flip(-1)
+        return out
+
+
 def answer_logits(model, ids, mask, pixels, answer_pos):
     """Logits over the vocabulary at the position that predicts the answer token."""
     hidden = model.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).last_hidden_state
@@ -320,6 +347,8 @@ def accuracy(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
 
 def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
     """Train and save the checkpoint folder; `items` = (train, test) lists replace the easy-VQA splits (tests)."""
+    if cfg.augment_shift and cfg.data != "easy-vqa":
+        raise ValueError(f"augment_shift flips and shifts images, which moves the tiles {cfg.data!r} questions name")
     torch.set_num_threads(threads)
     tok = build_tokenizer(cfg)
     model = build_model(cfg, len(tok), attn="sdpa")  # faster to train; attention-returning users load eager
@@ -333,6 +362,7 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
         log(f"starting from {start.name}")
     train_items, test_items = items or (data_split(cfg.data, "train"), data_split(cfg.data, "test"))
     pixels = PixelCache(cfg.image_size)
+    train_pixels = AugmentedPixels(pixels, cfg.augment_shift, cfg.seed + 1) if cfg.augment_shift else pixels
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * ((len(train_items) + cfg.batch - 1) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
@@ -347,14 +377,15 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
             chunk = [train_items[i] for i in order[s:s + cfg.batch]]
             if cfg.p_drop and epoch >= cfg.full_image_epochs and rng.random() < cfg.p_drop:
                 k = int(rng.choice(cfg.keep_counts))
-                logits, target = subset_answer_logits(model, tok, chunk, cfg, pixels, random_keep(len(chunk), cfg.n_visual, k, rng))
+                logits, target = subset_answer_logits(model, tok, chunk, cfg, train_pixels,
+                                                      random_keep(len(chunk), cfg.n_visual, k, rng))
             else:
                 ids, mask, pos = encode_batch(tok, chunk, cfg)
-                logits = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos)
+                logits = answer_logits(model, ids, mask, train_pixels([p for p, _, _ in chunk]), pos)
                 target = ids[torch.arange(len(ids)), pos]
             loss = F.cross_entropy(logits, target)
             if cfg.spread_weight:
-                loss = loss + cfg.spread_weight * visual_spread(model, pixels([p for p, _, _ in chunk])).mean()
+                loss = loss + cfg.spread_weight * visual_spread(model, train_pixels([p for p, _, _ in chunk])).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

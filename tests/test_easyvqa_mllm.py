@@ -133,3 +133,26 @@ def test_the_default_recipe_is_the_mllm_the_shipped_evocomp_learned_from():
     from compressors.evo import default_evo
     key = em.MLLMConfig(**em.RECIPES[em.DEFAULT_RECIPE]).key()
     assert f"easyvqa-llava-{key} " in default_evo().provenance
+
+
+def test_augmented_pixels_flip_and_shift_each_image_reproducibly():
+    import torch
+    x = torch.full((64, 3, 16, 16), -1.0)
+    x[:, :, 6:10, 6:10] = 1.0  # a bright square in the middle of every image
+    cache = lambda paths: x[: len(paths)]  # noqa: E731
+    a = em.AugmentedPixels(cache, 3, seed=5)([None] * 64)
+    b = em.AugmentedPixels(cache, 3, seed=5)([None] * 64)
+    assert torch.equal(a, b) and a.shape == x.shape
+    centres = {tuple(torch.nonzero(img[0] > 0).float().mean(0).tolist()) for img in a}
+    assert len(centres) > 10  # shifted to many places
+    for img in a:  # a shift moves the square whole: never cut off, never resized, background replicated
+        assert int((img[0] > 0).sum()) == 16 and int((img == -1).sum()) == 3 * (256 - 16)
+    assert not torch.equal(a, em.AugmentedPixels(cache, 3, seed=6)([None] * 64))
+
+
+def test_augmentation_is_keyed_and_refused_where_positions_matter():
+    assert em.MLLMConfig(**em.RECIPES["patches_qf_aug"]).key() != em.MLLMConfig(**em.RECIPES["patches_qf"]).key()
+    assert em.MLLMConfig(**em.RECIPES["patches_qf"]).key() == "113007a0d6e0"  # the shipped default's MLLM
+    cfg = em.MLLMConfig(**dict(em.RECIPES["mosaic"], augment_shift=4))
+    with pytest.raises(ValueError, match="moves the tiles"):
+        em.train(cfg, "/nonexistent/never-written", items=([], []))
