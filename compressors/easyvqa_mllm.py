@@ -328,6 +328,24 @@ def visual_spread(model, pixels):
     return (sim.sum((1, 2)) - n) / (n * (n - 1))
 
 
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def question_kind(question, answer):
+    """'shape' or 'color' (the answer names it), 'yes/no shape' or 'yes/no color' (what the question asks about)."""
+    if answer in ("yes", "no"):
+        return "yes/no shape" if any(s in question_words(question) for s in SHAPES) else "yes/no color"
+    return "shape" if answer in SHAPES else "color"
+
+
+def accuracy_by_kind(model, tok, items, cfg, pixels):
+    """{question_kind: accuracy with all visual tokens}: an MLLM that reads only color answers 'what shape' by chance."""
+    groups = {}
+    for it in items:
+        groups.setdefault(question_kind(it[1], it[2]), []).append(it)
+    return {k: round(accuracy(model, tok, v, cfg, pixels), 4) for k, v in sorted(groups.items())}
+
+
 @torch.no_grad()
 def accuracy(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
     """Answer accuracy with all visual tokens, or (keep = k) with k random ones per image (seeded)."""
@@ -402,6 +420,7 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
                "test_accuracy": accuracy(model, tok, test_items, cfg, pixels),
                "test_accuracy_random_half": accuracy(model, tok, test_items, cfg, pixels, keep=cfg.n_visual // 2),
                "test_accuracy_no_image": accuracy(model, tok, test_items, cfg, pixels, keep=0),
+               "test_accuracy_by_kind": accuracy_by_kind(model, tok, test_items, cfg, pixels),
                "test_questions": len(test_items),
                "train_questions": len(train_items), "vocab_size": len(tok)}
     out_dir = Path(out_dir)
@@ -462,6 +481,12 @@ def main(argv=None):
     print(f"{out}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")
     if "test_accuracy_no_image" in metrics:  # checkpoints trained before 2026-12-03 did not measure it
         print(f"without any visual token: {metrics['test_accuracy_no_image']:.4f}")
+        by_kind = metrics.get("test_accuracy_by_kind")  # checkpoints trained before 2026-12-04 evening lack it
+        if by_kind is None and cfg.data == "easy-vqa":
+            model, tok = load_mllm(out)
+            by_kind = accuracy_by_kind(model, tok, data_split(cfg.data, "test"), cfg, PixelCache(cfg.image_size))
+        if by_kind:
+            print("by question kind: " + ", ".join(f"{k} {v:.4f}" for k, v in by_kind.items()))
         if not uses_image(metrics):
             print(f"warning: this MLLM answers from the question alone (all tokens beat no image by less than "
                   f"{IMAGE_USE_MARGIN:.0%}): no visual-token selection can matter on it; retrain with another --seed",

@@ -50,6 +50,7 @@ def test_v3_trains_on_whole_images_first_then_on_subsets(tmp_path, monkeypatch):
 
     metrics = json.loads((out / "easyvqa_metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy_no_image"] <= 1.0 and metrics["config"]["full_image_epochs"] == 1
+    assert set(metrics["test_accuracy_by_kind"]) <= {"color", "shape", "yes/no color", "yes/no shape"}
     model, tok = em.load_mllm(out)
     assert type(model).__name__ == "LlavaForConditionalGeneration" and tok.convert_tokens_to_ids("<image>") == em.IMAGE_ID
 
@@ -156,3 +157,21 @@ def test_augmentation_is_keyed_and_refused_where_positions_matter():
     cfg = em.MLLMConfig(**dict(em.RECIPES["mosaic"], augment_shift=4))
     with pytest.raises(ValueError, match="moves the tiles"):
         em.train(cfg, "/nonexistent/never-written", items=([], []))
+
+
+def test_question_kinds_split_the_accuracy_the_way_the_questions_ask():
+    assert em.question_kind("Is there not a circle?", "yes") == "yes/no shape"
+    assert em.question_kind("Does the image not contain a brown shape?", "no") == "yes/no color"
+    assert em.question_kind("What shape is present?", "triangle") == "shape"
+    assert em.question_kind("What is the color of the shape?", "teal") == "color"
+    cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20)
+    tok = em.build_tokenizer(cfg)
+    model = em.build_model(cfg, len(tok))
+    items, pixels = em.easyvqa_split("test")[:120], em.PixelCache(64)
+    by_kind = em.accuracy_by_kind(model, tok, items, cfg, pixels)
+    counts = {}
+    for _, q, a in items:
+        counts[em.question_kind(q, a)] = counts.get(em.question_kind(q, a), 0) + 1
+    assert set(by_kind) == set(counts) and len(counts) == 4
+    overall = em.accuracy(model, tok, items, cfg, pixels)
+    assert abs(sum(by_kind[k] * n for k, n in counts.items()) / len(items) - overall) < 1e-3
