@@ -175,3 +175,35 @@ def test_question_kinds_split_the_accuracy_the_way_the_questions_ask():
     assert set(by_kind) == set(counts) and len(counts) == 4
     overall = em.accuracy(model, tok, items, cfg, pixels)
     assert abs(sum(by_kind[k] * n for k, n in counts.items()) / len(items) - overall) < 1e-3
+
+
+def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypatch):
+    cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
+                        epochs=1, batch=16, p_drop=1.0, keep_counts=(4,), full_image_epochs=0, shape_epochs=2)
+    seen = []
+    encode, subset = em.encode_batch, em.subset_answer_logits
+
+    def spy_encode(tok, items, *a, **k):
+        if k.get("n_visual") is None:  # not subset_answer_logits' own call
+            seen.append(("whole", [em.question_kind(q, ans) for _, q, ans in items]))
+        return encode(tok, items, *a, **k)
+
+    def spy_subset(model, tok, items, *a, **k):
+        seen.append(("subset", []))
+        return subset(model, tok, items, *a, **k)
+
+    train = em.easyvqa_split("train")[:200]
+    n_shape = sum(em.question_kind(q, a) == "shape" for _, q, a in train)
+    monkeypatch.setattr(em, "encode_batch", spy_encode)
+    monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
+    monkeypatch.setattr(em, "accuracy", lambda *a, **k: 0.5)
+    monkeypatch.setattr(em, "accuracy_by_kind", lambda *a, **k: {})
+    out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(train, em.easyvqa_split("test")[:16]))
+    per_shape_epoch = -(-n_shape // 16)
+    first = seen[:2 * per_shape_epoch]
+    assert 0 < n_shape < 100 and all(kind == "whole" and set(kinds) == {"shape"} for kind, kinds in first)
+    assert sum(len(kinds) for _, kinds in first) == 2 * n_shape
+    assert {kind for kind, _ in seen[2 * per_shape_epoch:]} == {"subset"}  # then every batch of the full epoch
+    history = json.loads((out / "easyvqa_metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == ["shape 1/2", "shape 2/2", 1]
+    assert em.MLLMConfig(**em.RECIPES["patches_qf_shape"]).key() != em.MLLMConfig(**em.RECIPES["patches_qf"]).key()
