@@ -7,7 +7,7 @@ so the app shows which patches a trained compressor keeps for a real question ab
     python android_demo/tools/make_evo_sample.py [--mllm DIR] [--index 0]
 
 --mllm defaults to the cached easy-VQA MLLM the shipped default learned from (python -m compressors.easyvqa_mllm
---recipe patches_qf trains it once); --index
+--recipe patches_qf_shape_aug trains it once); --index
 picks the test question. Writes android_demo/app/src/main/assets/evo_sample/{evo_sample.png, evo_sample.bin,
 evo_sample.json}; the iOS app bundles the same folder. The sizes match the default EvoComp config (the
 apps check manifest.json models.evo.config and say so when they do not).
@@ -30,7 +30,7 @@ OUT_DIR = os.path.join(HERE, "..", "app", "src", "main", "assets", "evo_sample")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mllm", help="easy-VQA LLaVA checkpoint (default: the cached 'patches_qf' one, trained if missing)")
+    ap.add_argument("--mllm", help="easy-VQA LLaVA checkpoint (default: the cached DEFAULT_RECIPE one (patches_qf_shape_aug), trained if missing)")
     ap.add_argument("--index", type=int, default=0, help="easy-VQA test question")
     ap.add_argument("--out", default=OUT_DIR)
     # the apps' mismatch message names these: the sizes come from the MLLM, so they can only be checked
