@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from compkit.files import atomic_path, write_json
+from compressors.easyvqa_data import AugmentedPixels, PixelCache, data_split, question_kind, question_words
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "<image>"]
 PAD_ID, UNK_ID, BOS_ID, IMAGE_ID = range(4)
@@ -136,56 +137,11 @@ RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC, "patches": 
 # the recipe the CLIs default to: the MLLM the shipped EvoComp default learned from (docs/EVOCOMP.md);
 # MLLMConfig()'s own defaults stay v4's, the base every recipe overrides (so no cache key moves)
 DEFAULT_RECIPE = "patches_qf_shape_aug"
-DATA_SETS = ("easy-vqa", "easy-vqa-mosaic")
 IMAGE_USE_MARGIN = 0.03  # all-token accuracy must beat question-only accuracy by this much, or the image is unused
 
 
 def cache_root():
     return Path(os.environ.get("COMPKIT_CACHE") or Path.home() / ".cache" / "compkit")
-
-
-# ---------------------------------------------------------------- data
-
-def easyvqa_split(split):
-    """[(image_path, question, answer)] of easy-VQA's 'train' or 'test' split."""
-    import easy_vqa
-    if split == "train":
-        q, a, ids = easy_vqa.get_train_questions()
-        paths = easy_vqa.get_train_image_paths()
-    elif split == "test":
-        q, a, ids = easy_vqa.get_test_questions()
-        paths = easy_vqa.get_test_image_paths()
-    else:
-        raise ValueError(f"easy-VQA split must be 'train' or 'test', got {split!r}")
-    return [(paths[i], qq, aa) for qq, aa, i in zip(q, a, ids)]
-
-
-def data_split(data, split):
-    """[(image_path, question, answer)] of a data set this module trains on ('easy-vqa' or 'easy-vqa-mosaic')."""
-    if data == "easy-vqa":
-        return easyvqa_split(split)
-    if data == "easy-vqa-mosaic":
-        from compressors.easyvqa_mosaic import mosaic_split
-        return mosaic_split(split)
-    raise ValueError(f"unknown data set {data!r}: use one of {', '.join(DATA_SETS)}")
-
-
-def load_pixels(path, image_size=64):
-    """[3, S, S] float in [-1, 1] (CLIP-style mean = std = 0.5); a clear error for a bad image."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32)
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"unreadable image {path}: {str(e).splitlines()[0]}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
-
-
-def question_words(question):
-    return question.lower().replace("?", " ?").split()
 
 
 # ---------------------------------------------------------------- tokenizer and model
@@ -235,7 +191,7 @@ def build_model(cfg: MLLMConfig, vocab_size, attn="eager"):
 
 
 def image_processor(cfg: MLLMConfig):
-    """The checkpoint's image processor: exactly load_pixels (resize to S x S, then (x / 255 - 0.5) / 0.5)."""
+    """The checkpoint's image processor: exactly easyvqa_data.load_pixels (resize to S x S, then (x / 255 - 0.5) / 0.5)."""
     from transformers import CLIPImageProcessorPil
     return CLIPImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size}, do_center_crop=False,
                                  image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)
@@ -264,38 +220,6 @@ def encode_batch(tok, items, cfg, n_visual=None):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
     return ids, mask, torch.tensor([len(s) - 1 for s in seqs])
-
-
-class PixelCache:
-    """Decoded images by path (easy-VQA has 5,000 images of 48 KB each as floats)."""
-
-    def __init__(self, image_size):
-        self.size, self.store = image_size, {}
-
-    def __call__(self, paths):
-        for p in paths:
-            if p not in self.store:
-                self.store[p] = load_pixels(p, self.size)
-        return torch.stack([self.store[p] for p in paths])
-
-
-class AugmentedPixels:
-    """PixelCache's batches, each image flipped left-right at random and shifted by up to `shift` px (seeded)."""
-
-    def __init__(self, pixels, shift, seed):
-        self.pixels, self.shift, self.rng = pixels, shift, np.random.default_rng(seed)
-
-    def __call__(self, paths):
-        x, s = self.pixels(paths), self.shift
-        size = x.shape[-1]
-        padded = F.pad(x, (s, s, s, s), mode="replicate")
-        out = torch.empty_like(x)
-        for i in range(len(x)):
-            dy, dx = self.rng.integers(0, 2 * s + 1, size=2)
-            out[i] = padded[i, :, dy:dy + size, dx:dx + size]
-            if self.rng.random() < 0.5:
-                out[i] = out[i].flip(-1)
-        return out
 
 
 def answer_logits(model, ids, mask, pixels, answer_pos):
@@ -336,16 +260,6 @@ def visual_spread(model, pixels):
     n = v.shape[1]
     sim = v @ v.transpose(1, 2)
     return (sim.sum((1, 2)) - n) / (n * (n - 1))
-
-
-SHAPES = ("circle", "rectangle", "triangle")
-
-
-def question_kind(question, answer):
-    """'shape' or 'color' (the answer names it), 'yes/no shape' or 'yes/no color' (what the question asks about)."""
-    if answer in ("yes", "no"):
-        return "yes/no shape" if any(s in question_words(question) for s in SHAPES) else "yes/no color"
-    return "shape" if answer in SHAPES else "color"
 
 
 def accuracy_by_kind(model, tok, items, cfg, pixels):

@@ -451,13 +451,13 @@ def question_first(mllm: Path) -> bool:
 
 
 def main(argv=None):
-    from compressors import easyvqa_mllm
+    from compressors import easyvqa_data, easyvqa_mllm
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
     ap.add_argument("--mllm", help="LLaVA checkpoint (default: the cached easy-VQA MLLM of --data, recipe "
                     f"{easyvqa_mllm.DEFAULT_RECIPE!r}, trained if missing)")
-    ap.add_argument("--data", choices=easyvqa_mllm.DATA_SETS, default="easy-vqa",
+    ap.add_argument("--data", choices=easyvqa_data.DATA_SETS, default="easy-vqa",
                     help="labels on its TRAIN split, accuracy on its TEST split; easy-vqa-mosaic: 2 x 2 mosaics, "
                          "each question about one named tile (default MLLM: the 'mosaic' recipe)")
     ap.add_argument("--labels", type=int, default=300, help="train samples to label")
@@ -484,7 +484,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     adapter = LlavaAdapter(model)
-    test = easyvqa_mllm.data_split(args.data, "test")
+    test = easyvqa_data.data_split(args.data, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test]
     samples = prepare(adapter, tok, processor, [test[i] for i in pick], compressors["evocomp"][0].config.max_text_tokens,
                       question_first=qfirst)

@@ -73,7 +73,7 @@ def read_data(spec, limit=None, subset_seed=None):
     """[(image path, question, answer)] from easy-vqa:SPLIT or a JSONL file; one-line errors.
     subset_seed: a seeded shuffle before `limit` (a larger limit later extends the same subset)."""
     name, _, split = spec.partition(":")
-    from compressors.easyvqa_mllm import DATA_SETS, data_split
+    from compressors.easyvqa_data import DATA_SETS, data_split
     if name in DATA_SETS and split:
         try:
             items = data_split(name, split)

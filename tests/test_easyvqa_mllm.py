@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from compressors import easyvqa_data as ed
 from compressors import easyvqa_mllm as em
 
 
@@ -39,7 +40,7 @@ def test_v3_trains_on_whole_images_first_then_on_subsets(tmp_path, monkeypatch):
 
     monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
     monkeypatch.setattr(em, "accuracy", spy_accuracy)
-    items = (em.easyvqa_split("train")[:64], em.easyvqa_split("test")[:32])
+    items = (ed.easyvqa_split("train")[:64], ed.easyvqa_split("test")[:32])
     out = em.train(cfg, tmp_path / "mllm", log=lambda *_: None, items=items)
 
     first_eval = events.index("accuracy")
@@ -57,7 +58,7 @@ def test_v3_trains_on_whole_images_first_then_on_subsets(tmp_path, monkeypatch):
 
 def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match="'train' or 'test'"):
-        em.easyvqa_split("validation")
+        ed.easyvqa_split("validation")
 
 
 def test_spread_term_spreads_the_visual_tokens(tmp_path):
@@ -67,8 +68,8 @@ def test_spread_term_spreads_the_visual_tokens(tmp_path):
 
     base = dict(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
                 epochs=1, batch=16, p_drop=0.0, keep_counts=(), full_image_epochs=0)
-    items = (em.easyvqa_split("train")[:64], em.easyvqa_split("test")[:16])
-    pixels = em.PixelCache(64)([p for p, _, _ in items[1]])
+    items = (ed.easyvqa_split("train")[:64], ed.easyvqa_split("test")[:16])
+    pixels = ed.PixelCache(64)([p for p, _, _ in items[1]])
     spread = {}
     for w in (0.0, 1.0):
         out = em.train(em.MLLMConfig(spread_weight=w, **base), tmp_path / f"m{w}", log=lambda *_: None, items=items)
@@ -89,11 +90,11 @@ def test_subset_with_every_token_equals_the_models_own_forward(question_first):
                         question_first=question_first)
     tok = em.build_tokenizer(cfg)
     model = em.build_model(cfg, len(tok)).eval()
-    items = em.easyvqa_split("test")[:4]
-    pixels = em.PixelCache(64)
+    items = ed.easyvqa_split("test")[:4]
+    pixels = ed.PixelCache(64)
     ids, mask, pos = em.encode_batch(tok, items, cfg)
     first_image = (ids[0] == em.IMAGE_ID).nonzero()[0].item()
-    assert first_image == (1 + len(em.question_words(items[0][1])) if question_first else 1)
+    assert first_image == (1 + len(ed.question_words(items[0][1])) if question_first else 1)
     with torch.no_grad():
         full = em.answer_logits(model, ids, mask, pixels([p for p, _, _ in items]), pos)
         keep = torch.arange(cfg.n_visual)[None].expand(len(items), -1)
@@ -141,14 +142,14 @@ def test_augmented_pixels_flip_and_shift_each_image_reproducibly():
     x = torch.full((64, 3, 16, 16), -1.0)
     x[:, :, 6:10, 6:10] = 1.0  # a bright square in the middle of every image
     cache = lambda paths: x[: len(paths)]  # noqa: E731
-    a = em.AugmentedPixels(cache, 3, seed=5)([None] * 64)
-    b = em.AugmentedPixels(cache, 3, seed=5)([None] * 64)
+    a = ed.AugmentedPixels(cache, 3, seed=5)([None] * 64)
+    b = ed.AugmentedPixels(cache, 3, seed=5)([None] * 64)
     assert torch.equal(a, b) and a.shape == x.shape
     centres = {tuple(torch.nonzero(img[0] > 0).float().mean(0).tolist()) for img in a}
     assert len(centres) > 10  # shifted to many places
     for img in a:  # a shift moves the square whole: never cut off, never resized, background replicated
         assert int((img[0] > 0).sum()) == 16 and int((img == -1).sum()) == 3 * (256 - 16)
-    assert not torch.equal(a, em.AugmentedPixels(cache, 3, seed=6)([None] * 64))
+    assert not torch.equal(a, ed.AugmentedPixels(cache, 3, seed=6)([None] * 64))
 
 
 def test_augmentation_is_keyed_and_refused_where_positions_matter():
@@ -160,18 +161,18 @@ def test_augmentation_is_keyed_and_refused_where_positions_matter():
 
 
 def test_question_kinds_split_the_accuracy_the_way_the_questions_ask():
-    assert em.question_kind("Is there not a circle?", "yes") == "yes/no shape"
-    assert em.question_kind("Does the image not contain a brown shape?", "no") == "yes/no color"
-    assert em.question_kind("What shape is present?", "triangle") == "shape"
-    assert em.question_kind("What is the color of the shape?", "teal") == "color"
+    assert ed.question_kind("Is there not a circle?", "yes") == "yes/no shape"
+    assert ed.question_kind("Does the image not contain a brown shape?", "no") == "yes/no color"
+    assert ed.question_kind("What shape is present?", "triangle") == "shape"
+    assert ed.question_kind("What is the color of the shape?", "teal") == "color"
     cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20)
     tok = em.build_tokenizer(cfg)
     model = em.build_model(cfg, len(tok))
-    items, pixels = em.easyvqa_split("test")[:120], em.PixelCache(64)
+    items, pixels = ed.easyvqa_split("test")[:120], ed.PixelCache(64)
     by_kind = em.accuracy_by_kind(model, tok, items, cfg, pixels)
     counts = {}
     for _, q, a in items:
-        counts[em.question_kind(q, a)] = counts.get(em.question_kind(q, a), 0) + 1
+        counts[ed.question_kind(q, a)] = counts.get(ed.question_kind(q, a), 0) + 1
     assert set(by_kind) == set(counts) and len(counts) == 4
     overall = em.accuracy(model, tok, items, cfg, pixels)
     assert abs(sum(by_kind[k] * n for k, n in counts.items()) / len(items) - overall) < 1e-3
@@ -185,20 +186,20 @@ def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypa
 
     def spy_encode(tok, items, *a, **k):
         if k.get("n_visual") is None:  # not subset_answer_logits' own call
-            seen.append(("whole", [em.question_kind(q, ans) for _, q, ans in items]))
+            seen.append(("whole", [ed.question_kind(q, ans) for _, q, ans in items]))
         return encode(tok, items, *a, **k)
 
     def spy_subset(model, tok, items, *a, **k):
         seen.append(("subset", []))
         return subset(model, tok, items, *a, **k)
 
-    train = em.easyvqa_split("train")[:200]
-    n_shape = sum(em.question_kind(q, a) == "shape" for _, q, a in train)
+    train = ed.easyvqa_split("train")[:200]
+    n_shape = sum(ed.question_kind(q, a) == "shape" for _, q, a in train)
     monkeypatch.setattr(em, "encode_batch", spy_encode)
     monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
     monkeypatch.setattr(em, "accuracy", lambda *a, **k: 0.5)
     monkeypatch.setattr(em, "accuracy_by_kind", lambda *a, **k: {})
-    out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(train, em.easyvqa_split("test")[:16]))
+    out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(train, ed.easyvqa_split("test")[:16]))
     per_shape_epoch = -(-n_shape // 16)
     first = seen[:2 * per_shape_epoch]
     assert 0 < n_shape < 100 and all(kind == "whole" and set(kinds) == {"shape"} for kind, kinds in first)

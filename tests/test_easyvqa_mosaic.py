@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from compressors import easyvqa_data as ed
 from compressors import easyvqa_mllm as em
 from compressors import easyvqa_mosaic as mo
 
@@ -76,7 +77,7 @@ def test_init_from_starts_at_that_recipes_trained_weights(tmp_path, monkeypatch)
                 epochs=1, batch=16, p_drop=0.0, keep_counts=(), full_image_epochs=0)
     monkeypatch.setitem(em.RECIPES, "tiny", tiny)
     monkeypatch.setitem(em.RECIPES, "tinier", dict(tiny, text_ffn=16))
-    plain = (em.easyvqa_split("train")[:32], em.easyvqa_split("test")[:16])
+    plain = (ed.easyvqa_split("train")[:32], ed.easyvqa_split("test")[:16])
     base = em.train(em.MLLMConfig(**tiny), em.cache_root() / f"easyvqa-llava-{em.MLLMConfig(**tiny).key()}",
                     log=lambda *_: None, items=plain)
     import easy_vqa
@@ -97,7 +98,7 @@ def test_init_from_starts_at_that_recipes_trained_weights(tmp_path, monkeypatch)
 
 def test_unknown_data_set_and_split_are_refused():
     with pytest.raises(ValueError, match="unknown data set"):
-        em.data_split("coco", "train")
+        ed.data_split("coco", "train")
     with pytest.raises(ValueError, match="'train' or 'test'"):
         mo.mosaic_split("validation")
 

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     import torch
 
-    from compressors import easyvqa_mllm
+    from compressors import easyvqa_data, easyvqa_mllm
     from compressors.evo import default_evo
     from compressors.evo_label import LlavaAdapter
     from compressors.evo_label_cli import load_llava, model_fingerprint, pixel_values
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     model, tok, processor = load_llava(mllm)
     adapter = LlavaAdapter(model)
     cfg = default_evo().config
-    test = easyvqa_mllm.easyvqa_split("test")
+    test = easyvqa_data.easyvqa_split("test")
     if not 0 <= a.index < len(test):
         ap.error(f"--index must be in [0, {len(test)})")
     path, question, answer = test[a.index]
