@@ -120,16 +120,28 @@ def sequences(adapter, samples, visual):
 
 
 @torch.no_grad()
-def accuracy(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256):
-    """Answer accuracy with `visual` (the tokens the LLM gets, l = 0) or `keep` (kept indices, pruned
-    after `prune_layer` decoder layers that saw every token)."""
-    right = 0
+def correct(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256):
+    """BoolTensor[S]: whether each answer is right with `visual` (the tokens the LLM gets, l = 0) or `keep` (kept
+    indices, pruned after `prune_layer` decoder layers that saw every token)."""
+    hits = []
     for b in range(0, len(samples), batch):
         chunk = samples[b:b + batch]
         vis = None if visual is None else visual[b:b + batch]
         pred = answer_logits(adapter, chunk, vis, None if keep is None else keep[b:b + batch], prune_layer).argmax(-1)
-        right += int((pred == torch.tensor([s.answer for s in chunk])).sum())
-    return right / len(samples)
+        hits.append(pred == torch.tensor([s.answer for s in chunk]))
+    return torch.cat(hits)
+
+
+def accuracy(adapter, samples, visual=None, keep=None, prune_layer=0, batch=256):
+    return int(correct(adapter, samples, visual, keep, prune_layer, batch).sum()) / len(samples)
+
+
+def paired_interval(a, b, z=1.96):
+    """[lo, hi]: the normal 95% interval of mean(a - b) for two methods' per-question correctness on the same
+    questions; paired, so the questions both get right or both get wrong add no noise."""
+    d = a.double() - b.double()
+    half = z * float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    return [float(d.mean()) - half, float(d.mean()) + half]
 
 
 def answer_logits(adapter, chunk, visual=None, keep=None, prune_layer=0):
@@ -192,10 +204,17 @@ def in_llm_layer(adapter, paper=2):
     return max(1, min(paper, len(adapter.lm.layers) - 1))
 
 
-def table(adapter, samples, compressors, grid, log=print):
+def table(adapter, samples, compressors, grid, log=print, hits=None):
+    """{method: {ratio: accuracy}}; `hits`, a dict, also gets each cell's per-question correctness."""
     n = samples[0].visual.shape[0]
     layer = in_llm_layer(adapter)
-    full = accuracy(adapter, samples)
+    hits = {} if hits is None else hits
+
+    def cell(*a, row, ratio, **k):
+        hits.setdefault(row, {})[ratio] = got = correct(*a, **k)
+        return float(got.double().mean())
+
+    full = cell(adapter, samples, row="all_tokens", ratio="1")
     rows = {"all_tokens": {str(r): full for r in [1] + ratios_for(n)}}
     log(f"all tokens: {full:.4f}")
     scores = {name: evo_scores(model, samples, use_text) for name, (model, use_text) in compressors.items()}
@@ -203,15 +222,18 @@ def table(adapter, samples, compressors, grid, log=print):
         k = keep_count(n, ratio=r)
         for name in compressors:
             keep = list(select(scores[name], k=k))
-            rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[s.visual[i] for s, i in zip(samples, keep)])
+            rows.setdefault(name, {})[str(r)] = cell(adapter, samples, visual=[s.visual[i] for s, i in zip(samples, keep)],
+                                                     row=name, ratio=str(r))
             if name == "evocomp":
-                rows.setdefault(f"evocomp_l{layer}", {})[str(r)] = accuracy(adapter, samples, keep=keep, prune_layer=layer)
+                inside = f"evocomp_l{layer}"
+                rows.setdefault(inside, {})[str(r)] = cell(adapter, samples, keep=keep, prune_layer=layer, row=inside, ratio=str(r))
         for name in BASELINES:
             got = [baseline_tokens(name, s, k, grid) for s in samples]
             if name == "fastv":  # FastV prunes inside the LLM (after layer K)
-                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, keep=[g[1] for g in got], prune_layer=layer)
+                rows.setdefault(name, {})[str(r)] = cell(adapter, samples, keep=[g[1] for g in got], prune_layer=layer,
+                                                         row=name, ratio=str(r))
             else:
-                rows.setdefault(name, {})[str(r)] = accuracy(adapter, samples, visual=[g[0] for g in got])
+                rows.setdefault(name, {})[str(r)] = cell(adapter, samples, visual=[g[0] for g in got], row=name, ratio=str(r))
         log(f"{r}x (keep {k}): " + ", ".join(f"{m} {v[str(r)]:.3f}" for m, v in rows.items()))
     return rows
 
@@ -342,6 +364,9 @@ def targets(result, keep_at_3x=0.99, from_ratio=4, label_share=0.95):
         if row and rivals:
             margins[row] = {r: {"margin": rows[row][r] - max(rows[b][r] for b in rivals),
                                 "best_baseline": max(rivals, key=lambda b: rows[b][r])} for r in high}
+            for r, m in margins[row].items():  # evo_eval's own runs carry the paired 95% interval of each margin
+                if (result.get("margin_ci") or {}).get(row, {}).get(r):
+                    m["ci95"] = result["margin_ci"][row][r]
     share = result["label_search"]["share_below_mean_random"]
     return {"keeps_99_at_3x": {"share": rows["evocomp"]["3"] / full, "met": rows["evocomp"]["3"] / full >= keep_at_3x}
             if "3" in rows["evocomp"] else None,
@@ -358,7 +383,9 @@ def target_lines(t):
         lines.append(f"- EvoComp (l = 0) keeps >= 99% of all-token accuracy at 3x: {share:.2f}%, "
                      f"{yes[t['keeps_99_at_3x']['met']]}.")
     for row, ms in t["beats_every_baseline_from_4x"]["margins"].items():
-        cells = ", ".join(f"{r}x {m['margin']:+.3f} ({m['best_baseline']})" for r, m in ms.items())
+        cells = ", ".join(f"{r}x {m['margin']:+.3f} ({m['best_baseline']}"
+                          + (f"; 95% CI {m['ci95'][0]:+.3f} to {m['ci95'][1]:+.3f}" if "ci95" in m else "") + ")"
+                          for r, m in ms.items())
         lines.append(f"- {row} beats every baseline at 4x and above: {yes[t['beats_every_baseline_from_4x']['met'][row]]}; "
                      f"margin over the best baseline {cells}.")
     lb = t["label_below_random"]
@@ -492,13 +519,17 @@ def main(argv=None):
                       question_first=qfirst)
     n = samples[0].visual.shape[0]
     side = int(round(n ** 0.5))
-    rows = table(adapter, samples, compressors, (side, n // side))
+    hits = {}
+    rows = table(adapter, samples, compressors, (side, n // side), hits=hits)
     losses = single_token_losses(adapter, samples)
     single = {name: single_token_figures(losses, evo_scores(m, samples, text)) for name, (m, text) in compressors.items()}
     result = {"mllm": mllm.name, "data": args.data, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
               "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single["evocomp"], "single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
+    t = targets(result)  # its best baseline per ratio, then the paired interval of each margin
+    result["margin_ci"] = {row: {r: paired_interval(hits[row][r], hits[m["best_baseline"]][r]) for r, m in ms.items()}
+                           for row, ms in t["beats_every_baseline_from_4x"]["margins"].items()}
     write_outputs(result, args.out, print)
     return 0
 

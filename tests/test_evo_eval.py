@@ -40,7 +40,11 @@ def test_pruning_paths_agree_when_everything_is_kept(setup):
 
 def test_table_covers_every_method_and_ratio(setup):
     adapter, samples, evo, labels = setup
-    rows = evo_eval.table(adapter, samples, {"evocomp": (evo, True)}, (4, 4), log=lambda *_: None)
+    hits = {}
+    rows = evo_eval.table(adapter, samples, {"evocomp": (evo, True)}, (4, 4), log=lambda *_: None, hits=hits)
+    for name, acc in rows.items():  # each cell's per-question correctness is what its accuracy counts
+        assert set(hits[name]) == ({"1"} if name == "all_tokens" else set(acc)), name
+        assert all(len(h) == len(samples) and float(h.double().mean()) == acc[r] for r, h in hits[name].items()), name
     assert evo_eval.in_llm_layer(adapter) == 2  # the paper's l = 2 on the tiny 3-layer LLM (1 on a 2-layer one)
     assert set(rows) == {"all_tokens", "evocomp", "evocomp_l2", *evo_eval.BASELINES}
     for name, acc in rows.items():
@@ -213,3 +217,20 @@ def test_targets_judge_the_table_a_tie_is_not_a_win():
     assert "97.50%, not met" in text and "evocomp_l1 beats every baseline at 4x and above: met" in text
     rows["evocomp"]["3"] = 0.79199  # 98.999% of 0.80: truncated, so that a miss never prints as the target
     assert "3x: 98.99%, not met" in "\n".join(evo_eval.target_lines(evo_eval.targets(result)))
+
+
+def test_paired_interval_counts_only_the_questions_two_methods_disagree_on():
+    import torch
+    a = torch.tensor([True] * 90 + [False] * 10)
+    assert evo_eval.paired_interval(a, a) == [0.0, 0.0]  # the same answers: no noise, whatever the accuracy
+    b = a.clone()
+    b[:5] = False  # b loses 5 questions a gets right
+    lo, hi = evo_eval.paired_interval(a, b)
+    assert lo < 0.05 < hi and lo > 0 and abs((lo + hi) / 2 - 0.05) < 1e-12
+    lo2, hi2 = evo_eval.paired_interval(a.repeat(4), b.repeat(4))  # 4x the questions: half as wide
+    assert abs((hi2 - lo2) * 2 - (hi - lo)) < 0.01 * (hi - lo)
+    rows = {"all_tokens": {"1": 0.8}, "evocomp": {"4": 0.79}, "l2_norm": {"4": 0.80}, "fastv": {"4": 0.7}}
+    result = {"accuracy": rows, "ratios": [4], "label_search": {"share_below_mean_random": 0.9},
+              "margin_ci": {"evocomp": {"4": [-0.03, 0.01]}}}
+    text = "\n".join(evo_eval.target_lines(evo_eval.targets(result)))
+    assert "4x -0.010 (l2_norm; 95% CI -0.030 to +0.010)" in text
