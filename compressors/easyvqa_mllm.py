@@ -82,7 +82,7 @@ class MLLMConfig:
     augment_shift: int = 0
     # > 0: that many epochs over only the TRAIN questions that ask for the shape come first (whole images), then
     # `epochs` over all: trained jointly, these MLLMs learn colors and name shapes near chance (patches_qf 0.433),
-    # while a 2-layer ViT on the same patches learns shapes alone to 0.96 in 10 epochs (docs/EVOCOMP.md)
+    # while a 2-layer ViT on the same patches learns them when trained on shapes alone (docs/EVOCOMP.md)
     shape_epochs: int = 0
 
     @property
