@@ -262,29 +262,38 @@ def visual_spread(model, pixels):
     return (sim.sum((1, 2)) - n) / (n * (n - 1))
 
 
-def accuracy_by_kind(model, tok, items, cfg, pixels):
-    """{question_kind: accuracy with all visual tokens}: an MLLM that reads only color answers 'what shape' by chance."""
+def accuracy_by_kind(model, tok, items, cfg, pixels, hits=None):
+    """{question_kind: accuracy with all visual tokens}: an MLLM that reads only color answers 'what shape' by chance.
+    hits: the per-question correctness `correct` already gave for these items (saves a pass over them)."""
+    hits = correct(model, tok, items, cfg, pixels) if hits is None else hits
     groups = {}
-    for it in items:
-        groups.setdefault(question_kind(it[1], it[2]), []).append(it)
-    return {k: round(accuracy(model, tok, v, cfg, pixels), 4) for k, v in sorted(groups.items())}
+    for it, hit in zip(items, hits):
+        groups.setdefault(question_kind(it[1], it[2]), []).append(hit)
+    return {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
 
 
 @torch.no_grad()
-def accuracy(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
-    """Answer accuracy with all visual tokens, or (keep = k) with k random ones per image (seeded)."""
+def correct(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
+    """BoolTensor[len(items)]: each answer right with all visual tokens, or (keep = k) with k random ones per image
+    (seeded)."""
     model.eval()
-    right, rng = 0, np.random.default_rng(seed)
+    hits, rng = [], np.random.default_rng(seed)
     for s in range(0, len(items), batch):
         chunk = items[s:s + batch]
         if keep is None:
             ids, mask, pos = encode_batch(tok, chunk, cfg)
             pred = answer_logits(model, ids, mask, pixels([p for p, _, _ in chunk]), pos).argmax(-1)
-            right += int((pred == ids[torch.arange(len(ids)), pos]).sum())
+            hits.append(pred == ids[torch.arange(len(ids)), pos])
         else:
             logits, target = subset_answer_logits(model, tok, chunk, cfg, pixels, random_keep(len(chunk), cfg.n_visual, keep, rng))
-            right += int((logits.argmax(-1) == target).sum())
-    return right / max(len(items), 1)
+            hits.append(logits.argmax(-1) == target)
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(model, tok, items, cfg, pixels, batch=128, keep=None, seed=0):
+    """Answer accuracy with all visual tokens, or (keep = k) with k random ones per image (seeded)."""
+    hits = correct(model, tok, items, cfg, pixels, batch, keep, seed)
+    return int(hits.sum()) / max(len(items), 1)
 
 
 def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
@@ -348,11 +357,13 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
                         "test_acc_first2000_random_half": half, "seconds": round(time.time() - t0, 1)})
         log(f"epoch {epoch + 1 - cfg.shape_epochs}: train loss {np.mean(losses):.4f}, test accuracy (first 2000) {test_acc:.4f}, "
             f"with a random half of the visual tokens {half:.4f} ({time.time() - t0:.0f} s)")
-    metrics = {"config": asdict(cfg), "history": history, "train_seconds": round(time.time() - t0, 1),
-               "test_accuracy": accuracy(model, tok, test_items, cfg, pixels),
+    train_seconds = round(time.time() - t0, 1)
+    hits = correct(model, tok, test_items, cfg, pixels)
+    metrics = {"config": asdict(cfg), "history": history, "train_seconds": train_seconds,
+               "test_accuracy": int(hits.sum()) / max(len(test_items), 1),
                "test_accuracy_random_half": accuracy(model, tok, test_items, cfg, pixels, keep=cfg.n_visual // 2),
                "test_accuracy_no_image": accuracy(model, tok, test_items, cfg, pixels, keep=0),
-               "test_accuracy_by_kind": accuracy_by_kind(model, tok, test_items, cfg, pixels),
+               "test_accuracy_by_kind": accuracy_by_kind(model, tok, test_items, cfg, pixels, hits),
                "test_questions": len(test_items),
                "train_questions": len(train_items), "vocab_size": len(tok)}
     out_dir = Path(out_dir)

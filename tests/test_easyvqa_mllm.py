@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from compressors import easyvqa_data as ed
 from compressors import easyvqa_mllm as em
@@ -176,6 +177,9 @@ def test_question_kinds_split_the_accuracy_the_way_the_questions_ask():
     assert set(by_kind) == set(counts) and len(counts) == 4
     overall = em.accuracy(model, tok, items, cfg, pixels)
     assert abs(sum(by_kind[k] * n for k, n in counts.items()) / len(items) - overall) < 1e-3
+    hits = em.correct(model, tok, items, cfg, pixels)  # what train() already has: by kind without a second pass
+    assert em.accuracy_by_kind(model, tok, items, cfg, pixels, hits) == by_kind
+    assert em.accuracy_by_kind(model, tok, items, cfg, pixels, ~hits) != by_kind  # the hits given are the ones used
 
 
 def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypatch):
@@ -198,6 +202,7 @@ def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypa
     monkeypatch.setattr(em, "encode_batch", spy_encode)
     monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
     monkeypatch.setattr(em, "accuracy", lambda *a, **k: 0.5)
+    monkeypatch.setattr(em, "correct", lambda model, tok, items, *a, **k: torch.ones(len(items), dtype=torch.bool))
     monkeypatch.setattr(em, "accuracy_by_kind", lambda *a, **k: {})
     out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(train, ed.easyvqa_split("test")[:16]))
     per_shape_epoch = -(-n_shape // 16)
