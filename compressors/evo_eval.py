@@ -353,9 +353,11 @@ L0_BASELINES = tuple(b for b in BASELINES if b != "fastv")  # FastV prunes insid
 
 
 def targets(result, keep_at_3x=0.99, from_ratio=4, label_share=0.95):
-    """The issue's three targets, judged on this table: EvoComp keeps >= 99% of all-token accuracy at 3x; it beats
-    every baseline at 4x and above (l = 0 against the l = 0 selectors, pruned inside the LLM against FastV; a tie
-    is not a win); the searched label is below the mean of its random same-size masks on >= 95% of samples."""
+    """The issue's three targets, judged on this table: EvoComp keeps >= 99% of all-token accuracy at 3x (judged for
+    l = 0 and for the row pruned inside the LLM: the paper's 99.3% at 192 tokens is its l = 2 figure, l = 0 keeps
+    98.7% there); it beats every baseline at 4x and above (l = 0 against the l = 0 selectors, pruned inside the LLM
+    against FastV; a tie is not a win); the searched label is below the mean of its random same-size masks on >= 95%
+    of samples."""
     rows, full = result["accuracy"], result["accuracy"]["all_tokens"]["1"]
     inside = next((k for k in rows if k.startswith("evocomp_l") and k[9:].isdigit()), None)
     high = [str(r) for r in result["ratios"] if r >= from_ratio]
@@ -368,8 +370,9 @@ def targets(result, keep_at_3x=0.99, from_ratio=4, label_share=0.95):
                 if (result.get("margin_ci") or {}).get(row, {}).get(r):
                     m["ci95"] = result["margin_ci"][row][r]
     share = result["label_search"]["share_below_mean_random"]
-    return {"keeps_99_at_3x": {"share": rows["evocomp"]["3"] / full, "met": rows["evocomp"]["3"] / full >= keep_at_3x}
-            if "3" in rows["evocomp"] else None,
+    keeps = {row: {"share": rows[row]["3"] / full, "met": rows[row]["3"] / full >= keep_at_3x}
+             for row in ("evocomp", inside) if row and "3" in rows[row]}
+    return {"keeps_99_at_3x": keeps,
             "beats_every_baseline_from_4x": {"margins": margins,
                                              "met": {row: all(m["margin"] > 0 for m in ms.values()) for row, ms in margins.items()}},
             "label_below_random": {"share": share, "met": share >= label_share}}
@@ -378,10 +381,10 @@ def targets(result, keep_at_3x=0.99, from_ratio=4, label_share=0.95):
 def target_lines(t):
     yes = {True: "met", False: "not met"}
     lines = ["", "Targets (issue 11):"]
-    if t["keeps_99_at_3x"]:
-        share = math.floor(t["keeps_99_at_3x"]["share"] * 1e4) / 100  # truncated: a miss never prints as "99.00%"
-        lines.append(f"- EvoComp (l = 0) keeps >= 99% of all-token accuracy at 3x: {share:.2f}%, "
-                     f"{yes[t['keeps_99_at_3x']['met']]}.")
+    for row, k in t["keeps_99_at_3x"].items():
+        share = math.floor(k["share"] * 1e4) / 100  # truncated: a miss never prints as "99.00%"
+        where = "l = 0" if row == "evocomp" else f"l = {row[9:]}"
+        lines.append(f"- EvoComp ({where}) keeps >= 99% of all-token accuracy at 3x: {share:.2f}%, {yes[k['met']]}.")
     for row, ms in t["beats_every_baseline_from_4x"]["margins"].items():
         cells = ", ".join(f"{r}x {m['margin']:+.3f} ({m['best_baseline']}"
                           + (f"; 95% CI {m['ci95'][0]:+.3f} to {m['ci95'][1]:+.3f}" if "ci95" in m else "") + ")"
@@ -402,7 +405,9 @@ def write_outputs(result, out, log):
     rows, ratios = result["accuracy"], ["1"] + [str(r) for r in result["ratios"]]
     full = rows["all_tokens"]["1"]
     data = DATA_NAMES[result.get("data", "easy-vqa")]
-    lines = [f"{data} test accuracy, {result['test_questions']} questions (seeded subset), {result['visual_tokens']} visual tokens; "
+    total = result.get("test_split_questions")  # tables before 2026-12-06 did not record the split's size
+    which = "all of them" if total == result["test_questions"] else f"a seeded subset of {total}" if total else "seeded subset"
+    lines = [f"{data} test accuracy, {result['test_questions']} questions ({which}), {result['visual_tokens']} visual tokens; "
              f"cells: accuracy (share of all-token accuracy)", "",
              "| method | " + " | ".join(f"{r}x (keep {keep_count(result['visual_tokens'], ratio=int(r))})" for r in ratios[1:]) + " |",
              "|---|" + "---|" * (len(ratios) - 1)]
@@ -523,7 +528,7 @@ def main(argv=None):
     rows = table(adapter, samples, compressors, (side, n // side), hits=hits)
     losses = single_token_losses(adapter, samples)
     single = {name: single_token_figures(losses, evo_scores(m, samples, text)) for name, (m, text) in compressors.items()}
-    result = {"mllm": mllm.name, "data": args.data, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "visual_tokens": n, "ratios": ratios_for(n),
+    result = {"mllm": mllm.name, "data": args.data, "mllm_test_accuracy": mllm_acc, "test_questions": len(samples), "test_split_questions": len(test), "visual_tokens": n, "ratios": ratios_for(n),
               "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single["evocomp"], "single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
