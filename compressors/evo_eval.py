@@ -335,10 +335,10 @@ def ensure_labels(mllm, work, n_labels, seed, log, data="easy-vqa", question_fir
     return labels
 
 
-def ensure_compressors(mllm, labels, work, epochs, seed, log):
+def ensure_compressors(mllm, labels, work, epochs, seed, log, names=tuple(ABLATIONS)):
     from compressors import train_evo
     out = {}
-    for name, extra in ABLATIONS.items():
+    for name, extra in ((n, ABLATIONS[n]) for n in names):
         ckpt = work / name
         if not (ckpt / "train_metrics.json").is_file():
             argv = ["--mllm", str(mllm), "--labels", str(labels), "--out", str(ckpt), "--epochs", str(epochs),
@@ -498,7 +498,13 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=2000, help="test questions (seeded subset)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ablations", default=",".join(ABLATIONS),
+                    help="comma-separated compressors to train and measure (evocomp is always one); default: all of "
+                         + ", ".join(ABLATIONS))
     args = ap.parse_args(argv)
+    names = ["evocomp"] + [n for n in dict.fromkeys(args.ablations.split(",")) if n and n != "evocomp"]
+    if unknown := [n for n in names if n not in ABLATIONS]:
+        ap.error(f"unknown --ablations {', '.join(unknown)}: choose from {', '.join(ABLATIONS)}")
     torch.set_num_threads(1)
     from compressors.evo_label_cli import load_llava
     t0, work = time.time(), Path(args.work)
@@ -512,7 +518,7 @@ def main(argv=None):
                   f"the image, {mllm_acc['test_accuracy_no_image']:.4f} without): no visual-token selection can "
                   "matter on it", file=sys.stderr)
         labels = ensure_labels(mllm, work, args.labels, args.seed, print, data=args.data, question_first=qfirst)
-        compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print)
+        compressors = ensure_compressors(mllm, labels, work, args.epochs, args.seed, print, names)
         model, tok, processor = load_llava(mllm)
     except CompkitError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -242,3 +242,15 @@ def test_paired_interval_counts_only_the_questions_two_methods_disagree_on():
               "margin_ci": {"evocomp": {"4": [-0.03, 0.01]}}}
     text = "\n".join(evo_eval.target_lines(evo_eval.targets(result)))
     assert "4x -0.010 (l2_norm; 95% CI -0.030 to +0.010)" in text
+
+
+def test_ablations_option_trains_only_the_compressors_named(setup, tmp_path, capsys):
+    _, _, _, labels = setup
+    mllm = labels.parent / "mllm"
+    assert mllm.is_dir()
+    got = evo_eval.ensure_compressors(mllm, labels, tmp_path, 1, 0, lambda *_: None, names=("evocomp", "ce_only"))
+    assert set(got) == {"evocomp", "ce_only"} and sorted(p.name for p in tmp_path.iterdir()) == ["ce_only", "evocomp"]
+    with pytest.raises(SystemExit) as e:
+        evo_eval.main(["--work", str(tmp_path), "--out", str(tmp_path / "t"), "--ablations", "ce_only,bogus"])
+    assert e.value.code == 2 and "unknown --ablations bogus" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
