@@ -349,6 +349,29 @@ def ensure_compressors(mllm, labels, work, epochs, seed, log, names=tuple(ABLATI
     return out
 
 
+def accuracy_by_kind(hits, kinds):
+    """{method: {ratio: {question kind: accuracy}}} from table()'s per-question hits: which questions a selector loses."""
+    groups = {}
+    for i, kind in enumerate(kinds):
+        groups.setdefault(kind, []).append(i)
+    return {row: {r: {kind: round(float(h[idx].double().mean()), 4) for kind, idx in sorted(groups.items())}
+                  for r, h in cells.items()} for row, cells in hits.items()}
+
+
+def by_kind_lines(result, ratio="4"):
+    by_kind = result.get("accuracy_by_kind")
+    if not by_kind or "all_tokens" not in by_kind:
+        return []
+    kinds = list(by_kind["all_tokens"]["1"])
+    lines = ["", f"By question kind at {ratio}x (all tokens: every visual token):", "",
+             "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for row, cells in by_kind.items():
+        cell = cells.get("1" if row == "all_tokens" else ratio)
+        if cell:
+            lines.append(f"| {row} | " + " | ".join(f"{cell[k]:.3f}" for k in kinds) + " |")
+    return lines
+
+
 L0_BASELINES = tuple(b for b in BASELINES if b != "fastv")  # FastV prunes inside the LLM: EvoComp's l > 0 row faces it
 
 
@@ -444,6 +467,7 @@ def write_outputs(result, out, log):
         if others:
             lines += ["", "Top-1 token of each trained compressor: " + "; ".join(
                 f"{k} loss {v['mean_loss_top1']:.4f}, rank {v['mean_rank_top1']:.1f}" for k, v in others.items()) + "."]
+    lines += by_kind_lines(result)
     result = dict(result, targets=targets(result))  # the caller's dict stays as it was
     lines += target_lines(result["targets"])
     write_json(str(out.with_suffix(".json")), result)
@@ -538,6 +562,8 @@ def main(argv=None):
               "accuracy": rows, "label_search": search_figures(labels), "evocomp_single_token": single["evocomp"], "single_token": single,
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
+    if args.data == "easy-vqa":
+        result["accuracy_by_kind"] = accuracy_by_kind(hits, [easyvqa_data.question_kind(test[i][1], test[i][2]) for i in pick])
     t = targets(result)  # its best baseline per ratio, then the paired interval of each margin
     result["margin_ci"] = {row: {r: paired_interval(hits[row][r], hits[m["best_baseline"]][r]) for r, m in ms.items()}
                            for row, ms in t["beats_every_baseline_from_4x"]["margins"].items()}

@@ -254,3 +254,15 @@ def test_ablations_option_trains_only_the_compressors_named(setup, tmp_path, cap
         evo_eval.main(["--work", str(tmp_path), "--out", str(tmp_path / "t"), "--ablations", "ce_only,bogus"])
     assert e.value.code == 2 and "unknown --ablations bogus" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_accuracy_by_kind_splits_each_cell_by_question_kind(tmp_path):
+    hits = {"all_tokens": {"1": torch.tensor([True, True, True, False])},
+            "evocomp": {"4": torch.tensor([True, False, False, False])}}
+    kinds = ["color", "shape", "color", "shape"]
+    by_kind = evo_eval.accuracy_by_kind(hits, kinds)
+    assert by_kind == {"all_tokens": {"1": {"color": 1.0, "shape": 0.5}}, "evocomp": {"4": {"color": 0.5, "shape": 0.0}}}
+    lines = evo_eval.by_kind_lines({"accuracy_by_kind": by_kind})
+    assert "| all tokens | color | shape |" not in lines and "| method | color | shape |" in lines
+    assert "| evocomp | 0.500 | 0.000 |" in lines and "| all_tokens | 1.000 | 0.500 |" in lines
+    assert evo_eval.by_kind_lines({}) == []  # tables without it (the mosaics, older runs) print nothing
