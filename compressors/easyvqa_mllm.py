@@ -382,8 +382,22 @@ def uses_image(metrics) -> bool:
     return metrics["test_accuracy"] - metrics["test_accuracy_no_image"] >= IMAGE_USE_MARGIN
 
 
-def trained_mllm_dir(cfg: MLLMConfig = MLLMConfig(), train_if_missing=True, log=print, threads=1):
-    """The cached checkpoint folder for cfg, training it first when it is missing."""
+SHIPPED = Path(__file__).parent / "data"  # easyvqa-llava-KEY folders: checkpoints that ship with compkit
+
+
+def shipped_mllm_dir(cfg: MLLMConfig):
+    """The checkpoint of cfg that compkit ships, or None. Retrained on another CPU the same recipe gives another
+    checkpoint (other float kernels, docs/EVOCOMP.md): the shipped one is what the shipped EvoComp default's labels
+    were searched against, so every machine starts from the same model."""
+    out = SHIPPED / f"easyvqa-llava-{cfg.key()}"
+    return out if (out / "easyvqa_metrics.json").is_file() else None
+
+
+def trained_mllm_dir(cfg: MLLMConfig = MLLMConfig(), train_if_missing=True, log=print, threads=1, local=False):
+    """The checkpoint folder for cfg: the shipped one if compkit has it (unless local), else the cache's, trained
+    first when it is missing."""
+    if not local and (shipped := shipped_mllm_dir(cfg)):
+        return shipped
     out = cache_root() / f"easyvqa-llava-{cfg.key()}"
     if not (out / "easyvqa_metrics.json").is_file():
         if not train_if_missing:
@@ -415,15 +429,17 @@ def main(argv=None):
                          "(default): both, 9 joint epochs, the MLLM the shipped EvoComp default learned from")
     ap.add_argument("--spread-weight", type=float, help="weight of the visual-token spread term (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--local", action="store_true",
+                    help="train this recipe into the cache even where compkit ships its checkpoint (to compare)")
     args = ap.parse_args(argv)
     recipe = dict(RECIPES[args.recipe], **{k: v for k, v in (("lr", args.lr), ("spread_weight", args.spread_weight))
                                            if v is not None})
     if args.epochs is not None:
         recipe["epochs"] = args.epochs
     cfg = MLLMConfig(seed=args.seed, **recipe)
-    out = trained_mllm_dir(cfg, threads=args.threads)
+    out = trained_mllm_dir(cfg, threads=args.threads, local=args.local)
     metrics = json.loads((out / "easyvqa_metrics.json").read_text())
-    print(f"{out}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")
+    print(f"{out}{' (shipped with compkit; --local trains this recipe here)' if out.parent == SHIPPED else ''}\ntest accuracy (all {metrics['test_questions']} questions, all visual tokens): {metrics['test_accuracy']:.4f}")
     if "test_accuracy_no_image" in metrics:  # checkpoints trained before 2026-12-03 did not measure it
         print(f"without any visual token: {metrics['test_accuracy_no_image']:.4f}")
         by_kind = metrics.get("test_accuracy_by_kind")  # checkpoints trained before 2026-12-04 evening lack it

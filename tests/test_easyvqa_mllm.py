@@ -213,3 +213,19 @@ def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypa
     history = json.loads((out / "easyvqa_metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == ["shape 1/2", "shape 2/2", 1]
     assert em.MLLMConfig(**em.RECIPES["patches_qf_shape"]).key() != em.MLLMConfig(**em.RECIPES["patches_qf"]).key()
+
+
+def test_a_shipped_checkpoint_is_used_before_the_cache_and_local_trains_anyway(tmp_path, monkeypatch):
+    cfg = em.MLLMConfig(**em.RECIPES["patches_qf"])
+    shipped = tmp_path / "data" / f"easyvqa-llava-{cfg.key()}"
+    shipped.mkdir(parents=True)
+    (shipped / "easyvqa_metrics.json").write_text("{}")
+    trained = []
+    monkeypatch.setattr(em, "SHIPPED", tmp_path / "data")
+    monkeypatch.setattr(em, "cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr(em, "train", lambda c, out, **k: trained.append(out) or out.mkdir(parents=True)
+                        or (out / "easyvqa_metrics.json").write_text("{}"))
+    assert em.trained_mllm_dir(cfg) == shipped and not trained
+    assert em.shipped_mllm_dir(em.MLLMConfig(**em.RECIPES["patches"])) is None  # only the recipe shipped
+    local = em.trained_mllm_dir(cfg, local=True, log=lambda *_: None)
+    assert local == tmp_path / "cache" / shipped.name and trained == [local]
