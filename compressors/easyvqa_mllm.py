@@ -84,6 +84,9 @@ class MLLMConfig:
     # `epochs` over all: trained jointly, these MLLMs learn colors and name shapes near chance (patches_qf 0.433),
     # while a 2-layer ViT on the same patches learns them when trained on shapes alone (docs/EVOCOMP.md)
     shape_epochs: int = 0
+    # the shape epochs also take the yes/no questions about a shape: retrained on another CPU, patches_qf_shape_aug
+    # named shapes (0.99) but answered yes/no about them at the prior (0.677), 9 or 12 joint epochs alike
+    shape_yesno: bool = False
 
     @property
     def n_visual(self):
@@ -112,6 +115,8 @@ class MLLMConfig:
             d.pop("augment_shift")
         if not self.shape_epochs:
             d.pop("shape_epochs")
+        if not self.shape_yesno:
+            d.pop("shape_yesno")
         if not self.p_drop:
             d.pop("p_drop"), d.pop("keep_counts")
         else:
@@ -131,9 +136,10 @@ PATCHES_QF_AUG = dict(PATCHES_QF, augment_shift=8)
 PATCHES_QF_SHAPE = dict(PATCHES_QF, shape_epochs=10)
 # with 6 joint epochs it answered yes/no about a color as if the color were never there (0.881, the prior): 9 learn it
 PATCHES_QF_SHAPE_AUG = dict(PATCHES_QF_SHAPE, augment_shift=8, epochs=9)
+PATCHES_QF_SHAPE_YESNO_AUG = dict(PATCHES_QF_SHAPE_AUG, shape_yesno=True)
 RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": {}, "mosaic": MOSAIC, "patches": PATCHES, "patches_qf": PATCHES_QF,
            "patches_qf_aug": PATCHES_QF_AUG, "patches_qf_shape": PATCHES_QF_SHAPE,
-           "patches_qf_shape_aug": PATCHES_QF_SHAPE_AUG}
+           "patches_qf_shape_aug": PATCHES_QF_SHAPE_AUG, "patches_qf_shape_yesno_aug": PATCHES_QF_SHAPE_YESNO_AUG}
 # the recipe the CLIs default to: the MLLM the shipped EvoComp default learned from (docs/EVOCOMP.md);
 # MLLMConfig()'s own defaults stay v4's, the base every recipe overrides (so no cache key moves)
 DEFAULT_RECIPE = "patches_qf_shape_aug"
@@ -315,7 +321,8 @@ def train(cfg: MLLMConfig, out_dir, threads=1, log=print, items=None):
     pixels = PixelCache(cfg.image_size)
     train_pixels = AugmentedPixels(pixels, cfg.augment_shift, cfg.seed + 1) if cfg.augment_shift else pixels
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    shape_items = [it for it in train_items if question_kind(it[1], it[2]) == "shape"]
+    shape_kinds = ("shape", "yes/no shape") if cfg.shape_yesno else ("shape",)
+    shape_items = [it for it in train_items if question_kind(it[1], it[2]) in shape_kinds]
     # (label, items, whether tokens may be dropped) per epoch; one one-cycle schedule spans them all
     plan = [(f"shape {e + 1}/{cfg.shape_epochs}", shape_items, False) for e in range(cfg.shape_epochs)]
     plan += [(f"{e + 1}/{cfg.epochs}", train_items, e >= cfg.full_image_epochs) for e in range(cfg.epochs)]
@@ -426,7 +433,8 @@ def main(argv=None):
                          "hidden state 0); patches_qf: patches with the question before the image, 3 LLM "
                          "layers and 6 epochs; patches_qf_aug: + each training image flipped and shifted; "
                          "patches_qf_shape: + 10 epochs on the shape questions first; patches_qf_shape_aug "
-                         "(default): both, 9 joint epochs, the MLLM the shipped EvoComp default learned from")
+                         "(default): both, 9 joint epochs, the MLLM the shipped EvoComp default learned from; "
+                         "patches_qf_shape_yesno_aug: the shape epochs also take the yes/no questions about a shape")
     ap.add_argument("--spread-weight", type=float, help="weight of the visual-token spread term (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--local", action="store_true",

@@ -182,9 +182,12 @@ def test_question_kinds_split_the_accuracy_the_way_the_questions_ask():
     assert em.accuracy_by_kind(model, tok, items, cfg, pixels, ~hits) != by_kind  # the hits given are the ones used
 
 
-def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypatch):
+@pytest.mark.parametrize("yesno", [False, True])
+def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypatch, yesno):
     cfg = em.MLLMConfig(vision_hidden=16, vision_heads=2, text_hidden=16, text_heads=2, text_ffn=32, english_words=20,
-                        epochs=1, batch=16, p_drop=1.0, keep_counts=(4,), full_image_epochs=0, shape_epochs=2)
+                        epochs=1, batch=16, p_drop=1.0, keep_counts=(4,), full_image_epochs=0, shape_epochs=2,
+                        shape_yesno=yesno)
+    want = {"shape", "yes/no shape"} if yesno else {"shape"}
     seen = []
     encode, subset = em.encode_batch, em.subset_answer_logits
 
@@ -198,7 +201,7 @@ def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypa
         return subset(model, tok, items, *a, **k)
 
     train = ed.easyvqa_split("train")[:200]
-    n_shape = sum(ed.question_kind(q, a) == "shape" for _, q, a in train)
+    n_shape = sum(ed.question_kind(q, a) in want for _, q, a in train)
     monkeypatch.setattr(em, "encode_batch", spy_encode)
     monkeypatch.setattr(em, "subset_answer_logits", spy_subset)
     monkeypatch.setattr(em, "accuracy", lambda *a, **k: 0.5)
@@ -207,12 +210,15 @@ def test_shape_epochs_come_first_and_see_only_shape_questions(tmp_path, monkeypa
     out = em.train(cfg, tmp_path / "m", log=lambda *_: None, items=(train, ed.easyvqa_split("test")[:16]))
     per_shape_epoch = -(-n_shape // 16)
     first = seen[:2 * per_shape_epoch]
-    assert 0 < n_shape < 100 and all(kind == "whole" and set(kinds) == {"shape"} for kind, kinds in first)
+    assert 0 < n_shape < 150 and all(kind == "whole" and set(kinds) <= want for kind, kinds in first)
+    assert set().union(*(kinds for _, kinds in first)) == want
     assert sum(len(kinds) for _, kinds in first) == 2 * n_shape
     assert {kind for kind, _ in seen[2 * per_shape_epoch:]} == {"subset"}  # then every batch of the full epoch
     history = json.loads((out / "easyvqa_metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == ["shape 1/2", "shape 2/2", 1]
     assert em.MLLMConfig(**em.RECIPES["patches_qf_shape"]).key() != em.MLLMConfig(**em.RECIPES["patches_qf"]).key()
+    shape_aug, yesno_aug = (em.MLLMConfig(**em.RECIPES[r]).key() for r in ("patches_qf_shape_aug", "patches_qf_shape_yesno_aug"))
+    assert shape_aug == "61534bf3e818" and yesno_aug != shape_aug  # the field off leaves the key where it was
 
 
 def test_a_shipped_checkpoint_is_used_before_the_cache_and_local_trains_anyway(tmp_path, monkeypatch):
