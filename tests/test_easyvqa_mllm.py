@@ -235,3 +235,22 @@ def test_a_shipped_checkpoint_is_used_before_the_cache_and_local_trains_anyway(t
     assert em.shipped_mllm_dir(em.MLLMConfig(**em.RECIPES["patches"])) is None  # only the recipe shipped
     local = em.trained_mllm_dir(cfg, local=True, log=lambda *_: None)
     assert local == tmp_path / "cache" / shipped.name and trained == [local]
+
+
+SHIPPED_MLLMS = sorted(p.name for p in em.SHIPPED.glob("easyvqa-llava-*") if (p / "easyvqa_metrics.json").is_file())
+
+
+@pytest.mark.parametrize("name", SHIPPED_MLLMS)
+def test_a_shipped_mllm_is_its_recipe_s_checkpoint_and_answers_as_recorded(name):
+    """Each shipped checkpoint is found for the recipe whose key it carries, loads as the LLaVA class a user's
+    checkpoint loads as, and answers TEST questions as its metrics say (300 of them, within 0.04)."""
+    from transformers import LlavaForConditionalGeneration
+    d = em.SHIPPED / name
+    metrics = json.loads((d / "easyvqa_metrics.json").read_text())
+    cfg = em.MLLMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in metrics["config"].items()})
+    assert name == f"easyvqa-llava-{cfg.key()}" and em.trained_mllm_dir(cfg, train_if_missing=False) == d
+    model, tok = em.load_mllm(d)
+    assert isinstance(model, LlavaForConditionalGeneration)
+    items = ed.data_split(cfg.data, "test")[:300]
+    got = em.accuracy(model, tok, items, cfg, ed.PixelCache(cfg.image_size))
+    assert abs(got - metrics["test_accuracy"]) < 0.04 and metrics["test_accuracy"] - metrics["test_accuracy_no_image"] > 0.2
