@@ -89,3 +89,11 @@ def question_kind(question, answer):
     if answer in ("yes", "no"):
         return "yes/no shape" if any(s in question_words(question) for s in SHAPES) else "yes/no color"
     return "shape" if answer in SHAPES else "color"
+
+
+def share_by_kind(items, hits):
+    """{question_kind: share of hits} over (image, question, answer) items and their per-question correctness."""
+    groups = {}
+    for (_, question, answer), hit in zip(items, hits):
+        groups.setdefault(question_kind(question, answer), []).append(float(hit))
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())}

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from compkit.files import atomic_path, write_json
-from compressors.easyvqa_data import AugmentedPixels, PixelCache, data_split, question_kind, question_words
+from compressors.easyvqa_data import AugmentedPixels, PixelCache, data_split, question_kind, question_words, share_by_kind
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "<image>"]
 PAD_ID, UNK_ID, BOS_ID, IMAGE_ID = range(4)
@@ -271,11 +271,7 @@ def visual_spread(model, pixels):
 def accuracy_by_kind(model, tok, items, cfg, pixels, hits=None):
     """{question_kind: accuracy with all visual tokens}: an MLLM that reads only color answers 'what shape' by chance.
     hits: the per-question correctness `correct` already gave for these items (saves a pass over them)."""
-    hits = correct(model, tok, items, cfg, pixels) if hits is None else hits
-    groups = {}
-    for it, hit in zip(items, hits):
-        groups.setdefault(question_kind(it[1], it[2]), []).append(hit)
-    return {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
+    return share_by_kind(items, correct(model, tok, items, cfg, pixels) if hits is None else hits)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ import torch
 
 from compkit.errors import CompkitError
 from compkit.files import write_json, write_text
-from compressors import baselines
+from compressors import baselines, easyvqa_data
 from compressors.evo import EvoCompressor, keep_count, select
 from compressors.evo_label import LlavaAdapter
 
@@ -349,13 +349,9 @@ def ensure_compressors(mllm, labels, work, epochs, seed, log, names=tuple(ABLATI
     return out
 
 
-def accuracy_by_kind(hits, kinds):
+def accuracy_by_kind(hits, items):
     """{method: {ratio: {question kind: accuracy}}} from table()'s per-question hits: which questions a selector loses."""
-    groups = {}
-    for i, kind in enumerate(kinds):
-        groups.setdefault(kind, []).append(i)
-    return {row: {r: {kind: round(float(h[idx].double().mean()), 4) for kind, idx in sorted(groups.items())}
-                  for r, h in cells.items()} for row, cells in hits.items()}
+    return {row: {r: easyvqa_data.share_by_kind(items, h.tolist()) for r, h in cells.items()} for row, cells in hits.items()}
 
 
 def by_kind_lines(result, ratio="4"):
@@ -509,7 +505,7 @@ def question_first(mllm: Path) -> bool:
 
 
 def main(argv=None):
-    from compressors import easyvqa_data, easyvqa_mllm
+    from compressors import easyvqa_mllm
     ap = argparse.ArgumentParser(prog="python -m compressors.evo_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for labels and trained compressors (resumed)")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.json, STEM.md, STEM.png")
@@ -563,7 +559,7 @@ def main(argv=None):
               "compressors": {k: m.provenance for k, (m, _) in compressors.items()},
               "seconds": round(time.time() - t0, 1), "command": "python -m compressors.evo_eval " + " ".join(argv or sys.argv[1:]).replace(str(Path.home()), "~")}
     if args.data == "easy-vqa":
-        result["accuracy_by_kind"] = accuracy_by_kind(hits, [easyvqa_data.question_kind(test[i][1], test[i][2]) for i in pick])
+        result["accuracy_by_kind"] = accuracy_by_kind(hits, [test[i] for i in pick])
     t = targets(result)  # its best baseline per ratio, then the paired interval of each margin
     result["margin_ci"] = {row: {r: paired_interval(hits[row][r], hits[m["best_baseline"]][r]) for r, m in ms.items()}
                            for row, ms in t["beats_every_baseline_from_4x"]["margins"].items()}

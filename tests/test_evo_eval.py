@@ -259,8 +259,9 @@ def test_ablations_option_trains_only_the_compressors_named(setup, tmp_path, cap
 def test_accuracy_by_kind_splits_each_cell_by_question_kind(tmp_path):
     hits = {"all_tokens": {"1": torch.tensor([True, True, True, False])},
             "evocomp": {"4": torch.tensor([True, False, False, False])}}
-    kinds = ["color", "shape", "color", "shape"]
-    by_kind = evo_eval.accuracy_by_kind(hits, kinds)
+    items = [(None, "What color is the shape?", "red"), (None, "What shape is in the image?", "circle"),
+             (None, "What is the color of the shape?", "blue"), (None, "What shape is present?", "triangle")]
+    by_kind = evo_eval.accuracy_by_kind(hits, items)
     assert by_kind == {"all_tokens": {"1": {"color": 1.0, "shape": 0.5}}, "evocomp": {"4": {"color": 0.5, "shape": 0.0}}}
     lines = evo_eval.by_kind_lines({"accuracy_by_kind": by_kind})
     assert "| all tokens | color | shape |" not in lines and "| method | color | shape |" in lines
